@@ -1,0 +1,1 @@
+"""TFDS dataset builders shipped with exphil_keras."""

@@ -1,0 +1,10 @@
+"""exphil-keras: ExPhil's Melee policy backbones as a Keras 3 model zoo.
+
+Importing the package registers the `slippi_windows` dataset with TFDS.
+"""
+
+from exphil_keras import features
+from exphil_keras.datasets import slippi_windows  # noqa: F401  (registers the TFDS builder)
+
+__version__ = "0.1.0"
+__all__ = ["features", "__version__"]

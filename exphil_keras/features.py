@@ -1,0 +1,395 @@
+"""Slippi replay -> per-frame model arrays; the only module that imports peppi_py.
+
+The encoding functions (`encode_player`, `encode_controller`, `discretise_controller`) take raw
+columns as numpy arrays so that every other source of game state (the live libmelee agent) goes
+through the same definition. Every constant here is listed in docs/FEATURES.md;
+`FEATURE_VERSION` changes whenever any of it changes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+from pathlib import Path
+
+import numpy as np
+
+FEATURE_VERSION = "1.0"
+
+FIRST_PLAYABLE_FRAME = -39  # slippi-js Frames.FIRST_PLAYABLE
+NUM_ACTIONS = 1024  # action state ids are clipped to [0, NUM_ACTIONS - 1]
+NUM_CHARACTERS = 33  # internal character ids 0..32
+NUM_STAGES = 33  # stage ids clipped to [0, NUM_STAGES - 1]
+CLIP = 10.0  # every scaled continuous feature is clipped to [-CLIP, CLIP]
+
+# Raw field -> divisor. The name is the raw column `encode_player` reads.
+BASE_FIELDS = {
+    "x": 100.0,
+    "y": 100.0,
+    "percent": 100.0,
+    "shield": 60.0,
+    "stocks": 4.0,
+    "facing": 1.0,  # +1 right, -1 left
+    "state_age": 100.0,
+}
+# Fields that older Slippi versions lack: each gets a 0/1 present flag.
+VERSIONED_FIELDS = {
+    "airborne": 1.0,
+    "jumps": 6.0,
+    "hitlag": 10.0,
+    "hitstun": 100.0,  # post.misc_as
+    "hurtbox_state": 2.0,
+    "vel_self_x_air": 5.0,
+    "vel_self_y": 5.0,
+    "vel_knockback_x": 5.0,
+    "vel_knockback_y": 5.0,
+    "vel_self_x_ground": 5.0,
+}
+NANA_FIELDS = {"nana_x": 100.0, "nana_y": 100.0, "nana_percent": 100.0, "nana_facing": 1.0}
+
+PLAYER_FEATURES = (
+    list(BASE_FIELDS)
+    + list(VERSIONED_FIELDS)
+    + [f"{name}_present" for name in VERSIONED_FIELDS]
+    + ["nana_present"]
+    + list(NANA_FIELDS)
+)
+NUM_PLAYER_FEATURES = len(PLAYER_FEATURES)
+
+# Controller: 8 buttons from pre.buttons_physical, in this order.
+BUTTON_BITS = {
+    "A": 0x0100,
+    "B": 0x0200,
+    "X": 0x0400,
+    "Y": 0x0800,
+    "Z": 0x0010,
+    "L": 0x0040,
+    "R": 0x0020,
+    "D_UP": 0x0008,
+}
+STICK_AXES = ("main_x", "main_y", "c_x", "c_y")
+CONTROLLER_FEATURES = list(BUTTON_BITS) + list(STICK_AXES) + ["shoulder"]
+NUM_CONTROLLER_FEATURES = len(CONTROLLER_FEATURES)  # 13
+STICK_BUCKETS = 17
+SHOULDER_BUCKETS = 5
+
+# The model's contract: name -> per-frame shape (float32) or vocabulary size (int32).
+CONTINUOUS_INPUTS = {
+    "ego_state": NUM_PLAYER_FEATURES,
+    "opp_state": NUM_PLAYER_FEATURES,
+    "prev_input": NUM_CONTROLLER_FEATURES,
+}
+CATEGORICAL_INPUTS = {
+    "ego_action": NUM_ACTIONS,
+    "opp_action": NUM_ACTIONS,
+    "ego_nana_action": NUM_ACTIONS,
+    "opp_nana_action": NUM_ACTIONS,
+    "ego_character": NUM_CHARACTERS,
+    "opp_character": NUM_CHARACTERS,
+    "stage": NUM_STAGES,
+}
+# Head -> number of classes ("buttons" is 8 independent binary targets, float32).
+TARGETS = {
+    "buttons": len(BUTTON_BITS),
+    "main_x": STICK_BUCKETS,
+    "main_y": STICK_BUCKETS,
+    "c_x": STICK_BUCKETS,
+    "c_y": STICK_BUCKETS,
+    "shoulder": SHOULDER_BUCKETS,
+}
+
+
+def _scaled(value, divisor):
+    return np.clip(np.asarray(value, np.float32) / divisor, -CLIP, CLIP)
+
+
+def encode_player(raw: dict, num_frames: int) -> np.ndarray:
+    """Raw per-frame columns of one player -> float32 [T, NUM_PLAYER_FEATURES].
+
+    `raw` maps the names of BASE_FIELDS, VERSIONED_FIELDS and NANA_FIELDS to arrays of length T.
+    A versioned field that is missing (absent or None) is zeros with present flag 0; Nana's
+    fields come with `nana_present` (0/1 per frame), and are zero where she is absent.
+    """
+    out = np.zeros((num_frames, NUM_PLAYER_FEATURES), np.float32)
+    col = 0
+    for name, divisor in BASE_FIELDS.items():
+        out[:, col] = _scaled(raw[name], divisor)
+        col += 1
+    flags = col + len(VERSIONED_FIELDS)
+    for i, (name, divisor) in enumerate(VERSIONED_FIELDS.items()):
+        if raw.get(name) is not None:
+            out[:, col + i] = _scaled(raw[name], divisor)
+            out[:, flags + i] = 1.0
+    col = flags + len(VERSIONED_FIELDS)
+    nana_present = raw.get("nana_present")
+    if nana_present is not None:
+        present = np.asarray(nana_present, np.float32)
+        out[:, col] = present
+        for i, (name, divisor) in enumerate(NANA_FIELDS.items()):
+            out[:, col + 1 + i] = _scaled(raw[name], divisor) * present
+    return out
+
+
+def encode_controller(buttons_physical, main_x, main_y, c_x, c_y, shoulder) -> np.ndarray:
+    """Controller columns -> float32 [T, 13]: buttons 0/1, sticks [-1, 1], shoulder [0, 1]."""
+    buttons = np.asarray(buttons_physical, np.int64)
+    cols = [(buttons & bit) != 0 for bit in BUTTON_BITS.values()]
+    cols += [np.clip(np.asarray(v, np.float32), -1.0, 1.0) for v in (main_x, main_y, c_x, c_y)]
+    cols.append(np.clip(np.asarray(shoulder, np.float32), 0.0, 1.0))
+    return np.stack(cols, axis=-1).astype(np.float32)
+
+
+def discretise_controller(controller: np.ndarray) -> dict[str, np.ndarray]:
+    """Encoded controller [T, 13] -> targets: buttons float32 [T, 8], buckets int32 [T]."""
+    targets = {"buttons": controller[:, :8].astype(np.float32)}
+    for i, axis in enumerate(STICK_AXES):
+        value = controller[:, 8 + i]
+        targets[axis] = np.rint((value + 1.0) / 2.0 * (STICK_BUCKETS - 1)).astype(np.int32)
+    targets["shoulder"] = np.rint(controller[:, 12] * (SHOULDER_BUCKETS - 1)).astype(np.int32)
+    return targets
+
+
+def bucket_centres(head: str) -> np.ndarray:
+    """The controller value each class of a stick or shoulder head stands for."""
+    if head == "shoulder":
+        return np.linspace(0.0, 1.0, SHOULDER_BUCKETS, dtype=np.float32)
+    return np.linspace(-1.0, 1.0, STICK_BUCKETS, dtype=np.float32)
+
+
+def clip_ids(ids, vocabulary: int) -> np.ndarray:
+    return np.clip(np.asarray(ids, np.int64), 0, vocabulary - 1).astype(np.int32)
+
+
+# --- Replays -------------------------------------------------------------------------------
+
+
+class ReplaySkipped(Exception):
+    """A replay that yields no examples; `reason` says why, in a few words."""
+
+    def __init__(self, path, reason: str):
+        super().__init__(f"{path}: {reason}")
+        self.path = str(path)
+        self.reason = reason
+
+
+@dataclasses.dataclass
+class Perspective:
+    """One human player's view of a game: model inputs and targets, one row per kept frame."""
+
+    port: int  # 0-based port of the ego player
+    opponent_port: int
+    frame_ids: np.ndarray  # int32 [T], the frame id each row's inputs describe
+    inputs: dict[str, np.ndarray]  # CONTINUOUS_INPUTS [T, D] float32, CATEGORICAL_INPUTS [T] int32
+    targets: dict[str, np.ndarray]  # TARGETS
+
+    @property
+    def num_frames(self) -> int:
+        return len(self.frame_ids)
+
+
+@dataclasses.dataclass
+class Replay:
+    path: str
+    sha256: str
+    slippi_version: str
+    stage: int
+    num_frames: int  # unique frames kept (after rollback dedup), before delays
+    perspectives: list[Perspective]
+
+
+def file_sha256(path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+# Substrings of peppi's error text -> what they mean for the user.
+_READ_ERRORS = {
+    "expected: [123, 85, 3, 114, 97, 119": "not a Slippi replay (no .slp header)",
+    "failed to fill whole buffer": "truncated",
+    "unknown event": "corrupt or cut by another tool",
+    "zero-size event payload": "corrupt",
+    "invalid game end method": "unsupported game mode",
+}
+
+
+def _read(path, skip_frames=False):
+    import peppi_py
+
+    try:
+        return peppi_py.read_slippi(str(path), skip_frames=skip_frames)
+    except (KeyboardInterrupt, SystemExit, GeneratorExit):
+        raise
+    except BaseException as e:  # peppi raises OSError, and panics (pyo3 PanicException)
+        message = (str(e).strip().splitlines() or [""])[0][:160]
+        kind = next((k for marker, k in _READ_ERRORS.items() if marker in message), "unreadable")
+        raise ReplaySkipped(path, f"{kind} ({type(e).__name__}: {message})") from None
+
+
+def _column(arr, fill=0.0):
+    """pyarrow array -> numpy, nulls replaced by `fill`; None stays None."""
+    if arr is None:
+        return None
+    if arr.null_count:
+        arr = arr.fill_null(fill)
+    return arr.to_numpy(zero_copy_only=False)
+
+
+def _raw_player(port_data, rows) -> dict:
+    post = port_data.leader.post
+    raw = {
+        "x": _column(post.position.x)[rows],
+        "y": _column(post.position.y)[rows],
+        "percent": _column(post.percent)[rows],
+        "shield": _column(post.shield)[rows],
+        "stocks": _column(post.stocks)[rows],
+        "facing": _column(post.direction)[rows],
+        "state_age": (
+            _column(post.state_age)[rows] if post.state_age is not None else np.zeros(len(rows))
+        ),
+        "action": _column(post.state)[rows],
+        "character": _column(post.character)[rows],
+    }
+    optional = {
+        "airborne": post.airborne,
+        "jumps": post.jumps,
+        "hitlag": post.hitlag,
+        "hitstun": post.misc_as,
+        "hurtbox_state": post.hurtbox_state,
+    }
+    if post.velocities is not None:
+        v = post.velocities
+        optional.update(
+            vel_self_x_air=v.self_x_air,
+            vel_self_y=v.self_y,
+            vel_knockback_x=v.knockback_x,
+            vel_knockback_y=v.knockback_y,
+            vel_self_x_ground=v.self_x_ground,
+        )
+    for name, arr in optional.items():
+        raw[name] = None if arr is None else _column(arr)[rows]
+    follower = port_data.follower
+    if follower is not None:
+        nana = follower.post
+        raw["nana_present"] = nana.position.x.is_valid().to_numpy(zero_copy_only=False)[rows]
+        raw["nana_x"] = _column(nana.position.x)[rows]
+        raw["nana_y"] = _column(nana.position.y)[rows]
+        raw["nana_percent"] = _column(nana.percent)[rows]
+        raw["nana_facing"] = _column(nana.direction)[rows]
+        raw["nana_action"] = _column(nana.state)[rows]
+    return raw
+
+
+def _raw_controller(port_data, rows) -> np.ndarray:
+    pre = port_data.leader.pre
+    return encode_controller(
+        _column(pre.buttons_physical)[rows],
+        _column(pre.joystick.x)[rows],
+        _column(pre.joystick.y)[rows],
+        _column(pre.cstick.x)[rows],
+        _column(pre.cstick.y)[rows],
+        _column(pre.triggers)[rows],
+    )
+
+
+def read_replay(
+    path,
+    action_delay: int = 1,
+    frame_delay: int = 0,
+    min_frames: int = 1,
+    include_cpu_egos: bool = False,
+    sha256: str | None = None,
+) -> Replay:
+    """Read one .slp file into one Perspective per eligible ego player.
+
+    Raises ReplaySkipped (with the reason) for unreadable files, games without exactly two
+    players, games with no human player, and games shorter than `min_frames` usable frames.
+    """
+    path = Path(path)
+    if action_delay < 0 or frame_delay < 0:
+        raise ValueError("action_delay and frame_delay must be >= 0")
+    game = _read(path)
+    players = game.start.players
+    version = ".".join(str(v) for v in game.start.slippi.version)
+    if len(players) != 2:
+        raise ReplaySkipped(path, f"{len(players)} players (only 2-player games are used)")
+    if game.frames is None or len(game.frames.id) == 0:
+        raise ReplaySkipped(path, "no frames")
+
+    ids = _column(game.frames.id).astype(np.int64)
+    unique_ids, first_rows = np.unique(ids, return_index=True)  # first occurrence: what was seen
+    keep = unique_ids >= FIRST_PLAYABLE_FRAME
+    unique_ids, rows = unique_ids[keep], first_rows[keep]
+    if len(unique_ids) and np.any(np.diff(unique_ids) != 1):
+        raise ReplaySkipped(path, "frame ids are not contiguous")
+    usable = len(rows) - frame_delay - action_delay
+    if usable < min_frames:
+        raise ReplaySkipped(path, f"too short: {max(usable, 0)} usable frames, need {min_frames}")
+
+    # PlayerType: 0 human, 1 CPU, 2 demo.
+    egos = [i for i, p in enumerate(players) if int(p.type) == 0 or include_cpu_egos]
+    if not egos:
+        raise ReplaySkipped(path, "no human player")
+
+    stage = int(game.start.stage)
+    raws = [_raw_player(port, rows) for port in game.frames.ports]
+    states = [encode_player(raw, len(rows)) for raw in raws]
+    controllers = {i: _raw_controller(game.frames.ports[i], rows) for i in egos}
+
+    # Row t: state of frame t - frame_delay, input pressed at t, target pressed at t + action_delay.
+    now = np.arange(frame_delay, len(rows) - action_delay)
+    seen = now - frame_delay
+    perspectives = []
+    for ego in egos:
+        opp = 1 - ego
+        inputs = {
+            "ego_state": states[ego][seen],
+            "opp_state": states[opp][seen],
+            "prev_input": controllers[ego][now],
+        }
+        for side, player in (("ego", ego), ("opp", opp)):
+            raw = raws[player]
+            inputs[f"{side}_action"] = clip_ids(raw["action"][seen], NUM_ACTIONS)
+            nana_action = raw.get("nana_action")
+            inputs[f"{side}_nana_action"] = (
+                clip_ids(nana_action[seen] * raw["nana_present"][seen], NUM_ACTIONS)
+                if nana_action is not None
+                else np.zeros(len(now), np.int32)
+            )
+            inputs[f"{side}_character"] = clip_ids(raw["character"][seen], NUM_CHARACTERS)
+        inputs["stage"] = np.full(len(now), min(stage, NUM_STAGES - 1), np.int32)
+        perspectives.append(
+            Perspective(
+                port=int(players[ego].port),
+                opponent_port=int(players[opp].port),
+                frame_ids=unique_ids[now].astype(np.int32),
+                inputs={name: inputs[name] for name in (*CONTINUOUS_INPUTS, *CATEGORICAL_INPUTS)},
+                targets=discretise_controller(controllers[ego][now + action_delay]),
+            )
+        )
+    return Replay(
+        path=str(path),
+        sha256=sha256 or file_sha256(path),
+        slippi_version=version,
+        stage=stage,
+        num_frames=len(rows),
+        perspectives=perspectives,
+    )
+
+
+def probe_replay(path) -> tuple[int, str]:
+    """Cheap header read (no frames): (number of players, Slippi version). Raises ReplaySkipped."""
+    game = _read(path, skip_frames=True)
+    return len(game.start.players), ".".join(str(v) for v in game.start.slippi.version)
+
+
+def window_starts(num_frames: int, window: int, stride: int) -> range:
+    return range(0, num_frames - window + 1, stride)
+
+
+def split_of(sha256_hex: str) -> str:
+    """Whole-game split from the file's content: k = 0 validation, 1 test, else train."""
+    k = int(sha256_hex[:8], 16) % 10
+    return {0: "validation", 1: "test"}.get(k, "train")
