@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -11,9 +12,12 @@ DEFAULT_REPLAYS = "../shared/replays"
 
 
 def _build_data(args) -> int:
+    from tqdm.contrib.logging import logging_redirect_tqdm
+
     from exphil_keras.datasets.slippi_windows import build
 
-    builder, report = build(args.replays, args.data_dir, args.config, overwrite=args.overwrite)
+    with logging_redirect_tqdm():  # skip messages print above the progress bar, not through it
+        builder, report = build(args.replays, args.data_dir, args.config, overwrite=args.overwrite)
     if not report.files_read and not report.skipped:
         print(f"dataset already built at {builder.data_dir} (--overwrite rebuilds it)")
         return 0
@@ -62,6 +66,7 @@ def make_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ start-up chatter
     args = make_parser().parse_args(argv)
     try:
         return args.run(args)
