@@ -8,8 +8,6 @@ import os
 import sys
 from pathlib import Path
 
-DEFAULT_REPLAYS = "../shared/replays"
-
 
 def _build_data(args) -> int:
     from tqdm.contrib.logging import logging_redirect_tqdm
@@ -44,11 +42,7 @@ def make_parser() -> argparse.ArgumentParser:
             "(train 80 / validation 10 / test 10 by the file's sha256). Prints a report."
         ),
     )
-    build.add_argument(
-        "--replays",
-        default=DEFAULT_REPLAYS,
-        help=f"folder tree of .slp files (default: {DEFAULT_REPLAYS})",
-    )
+    build.add_argument("--replays", required=True, help="folder tree of .slp files")
     build.add_argument(
         "--data-dir", default=None, help="TFDS data dir (default: TFDS's, ~/tensorflow_datasets)"
     )

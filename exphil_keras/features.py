@@ -139,13 +139,19 @@ def encode_controller(buttons_physical, main_x, main_y, c_x, c_y, shoulder) -> n
     return np.stack(cols, axis=-1).astype(np.float32)
 
 
+def _round_half_up(x):
+    """ExPhil's and slippi-ai's `trunc(v + 0.5)`: Melee stick values (multiples of 1/80) often
+    fall exactly on a half, where numpy's round-half-to-even would pick another bucket."""
+    return np.floor(x + 0.5).astype(np.int32)
+
+
 def discretise_controller(controller: np.ndarray) -> dict[str, np.ndarray]:
     """Encoded controller [T, 13] -> targets: buttons float32 [T, 8], buckets int32 [T]."""
     targets = {"buttons": controller[:, :8].astype(np.float32)}
     for i, axis in enumerate(STICK_AXES):
         value = controller[:, 8 + i]
-        targets[axis] = np.rint((value + 1.0) / 2.0 * (STICK_BUCKETS - 1)).astype(np.int32)
-    targets["shoulder"] = np.rint(controller[:, 12] * (SHOULDER_BUCKETS - 1)).astype(np.int32)
+        targets[axis] = _round_half_up((value + 1.0) / 2.0 * (STICK_BUCKETS - 1))
+    targets["shoulder"] = _round_half_up(controller[:, 12] * (SHOULDER_BUCKETS - 1))
     return targets
 
 
@@ -199,9 +205,12 @@ class Replay:
 
 def file_sha256(path) -> str:
     digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
+    try:
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
+    except OSError as e:
+        raise ReplaySkipped(path, f"unreadable ({type(e).__name__}: {e.strerror})") from None
     return digest.hexdigest()
 
 
@@ -209,6 +218,7 @@ def file_sha256(path) -> str:
 _READ_ERRORS = {
     "expected: [123, 85, 3, 114, 97, 119": "not a Slippi replay (no .slp header)",
     "failed to fill whole buffer": "truncated",
+    "Replay in-progress or corrupted": "truncated or still in progress",
     "unknown event": "corrupt or cut by another tool",
     "zero-size event payload": "corrupt",
     "invalid game end method": "unsupported game mode",
@@ -228,12 +238,12 @@ def _read(path, skip_frames=False):
         raise ReplaySkipped(path, f"{kind} ({type(e).__name__}: {message})") from None
 
 
-def _column(arr, fill=0.0):
-    """pyarrow array -> numpy, nulls replaced by `fill`; None stays None."""
+def _column(arr):
+    """pyarrow array -> numpy, nulls (e.g. Nana while she is dead) replaced by 0."""
     if arr is None:
         return None
     if arr.null_count:
-        arr = arr.fill_null(fill)
+        arr = arr.fill_null(0)
     return arr.to_numpy(zero_copy_only=False)
 
 
@@ -313,8 +323,7 @@ def read_replay(
     game = _read(path)
     players = game.start.players
     version = ".".join(str(v) for v in game.start.slippi.version)
-    if len(players) != 2:
-        raise ReplaySkipped(path, f"{len(players)} players (only 2-player games are used)")
+    _check_players(path, players)
     if game.frames is None or len(game.frames.id) == 0:
         raise ReplaySkipped(path, "no frames")
 
@@ -354,7 +363,7 @@ def read_replay(
             inputs[f"{side}_action"] = clip_ids(raw["action"][seen], NUM_ACTIONS)
             nana_action = raw.get("nana_action")
             inputs[f"{side}_nana_action"] = (
-                clip_ids(nana_action[seen] * raw["nana_present"][seen], NUM_ACTIONS)
+                clip_ids(nana_action[seen], NUM_ACTIONS)
                 if nana_action is not None
                 else np.zeros(len(now), np.int32)
             )
@@ -379,10 +388,14 @@ def read_replay(
     )
 
 
-def probe_replay(path) -> tuple[int, str]:
-    """Cheap header read (no frames): (number of players, Slippi version). Raises ReplaySkipped."""
-    game = _read(path, skip_frames=True)
-    return len(game.start.players), ".".join(str(v) for v in game.start.slippi.version)
+def probe_replay(path) -> None:
+    """Cheap header-only check (no frames): ReplaySkipped for games that cannot be used."""
+    _check_players(path, _read(path, skip_frames=True).start.players)
+
+
+def _check_players(path, players) -> None:
+    if len(players) != 2:
+        raise ReplaySkipped(path, f"{len(players)} players (only 2-player games are used)")
 
 
 def window_starts(num_frames: int, window: int, stride: int) -> range:

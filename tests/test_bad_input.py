@@ -115,11 +115,16 @@ def test_cli_names_the_problem(tmp_path):
     assert missing.returncode == 2 and "replay folder not found" in missing.stderr
     bad = tmp_path / "bad"
     bad.mkdir()
-    for name in ("hohav__tests_data_corrupt.slp", "altf4__test_artifacts_test_game_1.slp"):
-        shutil.copy(BAD_REPLAYS / name, bad)
     shutil.copy(REPLAYS / "PMcca__test_replays_doubles.slp", bad)
+    shutil.copy(BAD_REPLAYS / "altf4__test_artifacts_corrupt_game_2.slp", bad)  # a PNG
     useless = run("--replays", str(bad), "--data-dir", str(tmp_path / "d"))
     assert useless.returncode == 2, useless.stderr
-    assert "no usable game" in useless.stderr
-    for reason in ("hohav__tests_data_corrupt.slp: truncated", "doubles.slp: 4 players"):
+    assert "error: no usable game under" in useless.stderr
+    for reason in ("doubles.slp: 4 players", "corrupt_game_2.slp: not a Slippi replay"):
         assert reason in useless.stderr
+    # A file whose header reads but whose frames make peppi panic: the error names it too.
+    shutil.copy(BAD_REPLAYS / "altf4__test_artifacts_test_game_1.slp", bad)
+    useless = run("--replays", str(bad), "--data-dir", str(tmp_path / "d"))
+    assert useless.returncode == 2, useless.stderr
+    assert "error: no usable game in the" in useless.stderr
+    assert "test_game_1.slp: unreadable (PanicException" in useless.stderr

@@ -101,6 +101,23 @@ def test_a_build_with_bad_files_keeps_every_good_frame(tmp_path):
     assert sum(splits[s].num_examples for s in splits) == windows
 
 
+def test_duplicate_files_and_a_split_of_bad_files_do_not_stop_the_build(tmp_path):
+    replays = tmp_path / "replays"
+    (replays / "backup").mkdir(parents=True)
+    good = REPLAYS / "Walnut356__Modern_Replays_Game_20221227T212019.slp"
+    shutil.copy(good, replays)
+    shutil.copy(good, replays / "backup" / "copy.slp")
+    png = BAD_REPLAYS / "altf4__test_artifacts_corrupt_game_2.slp"  # alone in its split
+    assert features.split_of(features.file_sha256(png)) != features.split_of(
+        features.file_sha256(good)
+    )
+    shutil.copy(png, replays)
+    _, report = build(replays, tmp_path / "tfds", "w30")
+    assert report.files_read == 1
+    assert report.skipped[str(replays / "backup" / "copy.slp")].startswith("duplicate of ")
+    assert report.skipped[str(replays / png.name)].startswith("not a Slippi replay")
+
+
 def test_cli_build_data_prints_the_report(tmp_path):
     replays = tmp_path / "replays"
     replays.mkdir()

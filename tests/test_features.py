@@ -21,6 +21,12 @@ SEVERAL = [
 ]
 
 
+def port_data(game, port):
+    """frames.ports holds the players present, in start.players order, not indexed by port."""
+    index = [int(p.port) for p in game.start.players].index(port)
+    return game.frames.ports[index]
+
+
 def unique_frame_rows(path):
     """Reference dedup: first row of each frame id >= -39, by a plain Python loop."""
     ids = peppi_py.read_slippi(str(path)).frames.id.to_pylist()
@@ -50,7 +56,7 @@ def test_rollback_dedup_keeps_first_occurrence():
     first_rows = unique_frame_rows(DUPLICATE_END)
     replay = features.read_replay(DUPLICATE_END)
     view = replay.perspectives[0]
-    x = game.frames.ports[view.port].leader.post.position.x.to_numpy()
+    x = port_data(game, view.port).leader.post.position.x.to_numpy()
     # Frames whose repeated rows disagree: the kept value must be the first one.
     differing = [f for f in first_rows if len(set(x[ids == f])) > 1]
     assert differing, "this replay has rollback frames with differing positions"
@@ -86,13 +92,13 @@ def test_target_is_recorded_input_action_delay_frames_later(action_delay):
     game = peppi_py.read_slippi(str(path))
     rows = unique_frame_rows(path)
     view = features.read_replay(path, action_delay=action_delay).perspectives[1]
-    pre = game.frames.ports[view.port].leader.pre
+    pre = port_data(game, view.port).leader.pre
     buttons, stick_x = pre.buttons_physical.to_numpy(), pre.joystick.x.to_numpy()
     for t in (0, 500, view.num_frames - 1):
         later = rows[int(view.frame_ids[t]) + action_delay]
         a_pressed = float(buttons[later] & 0x0100 != 0)
         assert view.targets["buttons"][t, 0] == a_pressed
-        assert view.targets["main_x"][t] == round((stick_x[later] + 1) / 2 * 16)
+        assert view.targets["main_x"][t] == int(np.floor((stick_x[later] + 1) / 2 * 16 + 0.5))
         # The previous input is what was pressed at t itself.
         assert view.inputs["prev_input"][t, 8] == pytest.approx(
             stick_x[rows[int(view.frame_ids[t])]]
@@ -115,20 +121,46 @@ def test_frame_delay_shows_older_state():
     np.testing.assert_array_equal(late.targets["main_x"], now.targets["main_x"][2:])
 
 
-def test_versioned_fields_have_present_flags():
-    flags = [features.PLAYER_FEATURES.index(f"{n}_present") for n in features.VERSIONED_FIELDS]
-    values = [features.PLAYER_FEATURES.index(n) for n in features.VERSIONED_FIELDS]
-    old = features.read_replay(REPLAYS / HUMAN_VS_CPU).perspectives[0].inputs["ego_state"]
-    assert np.all(old[:, flags] == 0) and np.all(old[:, values] == 0)
-    new = features.read_replay(REPLAYS / SEVERAL[0]).perspectives[0].inputs["ego_state"]
-    assert np.all(new[:, flags] == 1) and np.any(new[:, values] != 0)
+@pytest.mark.parametrize(
+    "name, present",
+    [
+        (HUMAN_VS_CPU, "0000000000"),  # Slippi 0.1.0: none of them
+        ("altf4__test_artifacts_test_game_2.slp", "1101000000"),  # 2.0.1
+        ("Walnut356__Modern_Replays_Game_20221227T212019.slp", "1111111111"),  # 3.14.0
+    ],
+)
+def test_versioned_fields_have_present_flags(name, present, manifest):
+    assert list(features.VERSIONED_FIELDS)[:5] == [
+        "airborne",
+        "jumps",
+        "hitlag",
+        "hitstun",
+        "hurtbox_state",
+    ]
+    state = features.read_replay(REPLAYS / name).perspectives[0].inputs["ego_state"]
+    for field, expected in zip(features.VERSIONED_FIELDS, present, strict=True):
+        flag = state[:, features.PLAYER_FEATURES.index(f"{field}_present")]
+        value = state[:, features.PLAYER_FEATURES.index(field)]
+        assert np.all(flag == int(expected)), (manifest[name]["slippi_version"], field)
+        if expected == "0":
+            assert np.all(value == 0)
 
 
 def test_nana_is_seen_and_internal_character_ids_are_used():
     replay = features.read_replay(ICE_CLIMBERS)
     ics = next(v for v in replay.perspectives if 10 in v.inputs["ego_character"])  # 10 = Popo
-    present = ics.inputs["ego_state"][:, features.PLAYER_FEATURES.index("nana_present")]
-    assert present.mean() > 0.5
+    game = peppi_py.read_slippi(str(ICE_CLIMBERS))
+    rows = unique_frame_rows(ICE_CLIMBERS)
+    alive = (
+        port_data(game, ics.port).follower.post.position.x.is_valid().to_numpy(zero_copy_only=False)
+    )
+    expected = alive[[rows[int(f)] for f in ics.frame_ids]]
+    assert 0 < expected.sum() < len(expected)  # she dies in this game
+    state = ics.inputs["ego_state"]
+    present = state[:, features.PLAYER_FEATURES.index("nana_present")]
+    np.testing.assert_array_equal(present, expected)
+    nana_columns = [features.PLAYER_FEATURES.index(n) for n in features.NANA_FIELDS]
+    assert np.all(state[present == 0][:, nana_columns] == 0)
     assert np.all(ics.inputs["ego_nana_action"][present == 0] == 0)
     assert np.any(ics.inputs["ego_nana_action"][present == 1] > 0)
     other = ics.inputs["opp_state"][:, features.PLAYER_FEATURES.index("nana_present")]
@@ -136,13 +168,13 @@ def test_nana_is_seen_and_internal_character_ids_are_used():
 
 
 def test_discretisation_buckets():
-    controller = np.zeros((3, features.NUM_CONTROLLER_FEATURES), np.float32)
-    controller[:, 8] = [-1.0, 0.0, 1.0]
-    controller[:, 12] = [0.0, 0.5, 1.0]
+    controller = np.zeros((5, features.NUM_CONTROLLER_FEATURES), np.float32)
+    controller[:, 8] = [-1.0, 0.0, 1.0, 0.3125, -0.4375]  # the last two fall on a half
+    controller[:, 12] = [0.0, 0.5, 1.0, 0.625, 0.125]
     targets = features.discretise_controller(controller)
-    assert targets["main_x"].tolist() == [0, 8, 16]
-    assert targets["shoulder"].tolist() == [0, 2, 4]
-    assert targets["main_y"].tolist() == [8, 8, 8]
+    assert targets["main_x"].tolist() == [0, 8, 16, 11, 5]  # halves round up, like ExPhil
+    assert targets["shoulder"].tolist() == [0, 2, 4, 3, 1]
+    assert targets["main_y"].tolist() == [8] * 5
 
 
 def test_split_is_by_whole_game_from_sha256():

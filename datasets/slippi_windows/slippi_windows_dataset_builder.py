@@ -213,15 +213,30 @@ class Builder(tfds.core.GeneratorBasedBuilder):
     def _split_generators(self, dl_manager: tfds.download.DownloadManager):
         self.report = BuildReport()
         by_split = {split: [] for split in SPLITS}
+        first_copy = {}
         for path in find_replays(dl_manager.manual_dir):
-            sha = features.file_sha256(path)
+            # Screen with the header alone, so that a split is declared only if it has a game.
+            try:
+                sha = features.file_sha256(path)
+                if sha in first_copy:
+                    raise features.ReplaySkipped(path, f"duplicate of {first_copy[sha]}")
+                first_copy[sha] = path
+                features.probe_replay(path)
+            except features.ReplaySkipped as skipped:
+                self.report.skip(path, skipped.reason)
+                continue
             by_split[features.split_of(sha)].append((path, sha))
+        if not any(by_split.values()):
+            raise ValueError(f"no usable game under {dl_manager.manual_dir}: {self._skips()}")
         # TFDS refuses an empty split: a small folder may not reach all three.
         return {
             split: self._generate_examples(files, split)
             for split, files in by_split.items()
             if files
         }
+
+    def _skips(self) -> str:
+        return "; ".join(f"{path}: {reason}" for path, reason in self.report.skipped.items())
 
     def _generate_examples(self, files, split):
         config = self.builder_config
@@ -253,10 +268,7 @@ class Builder(tfds.core.GeneratorBasedBuilder):
         report.windows[split] = yielded
         log.info("%s: %d games, %d windows", split, report.games[split], yielded)
         if not yielded:
-            raise ValueError(
-                f"no usable game in the {split} split ({len(files)} files): "
-                + "; ".join(f"{p}: {report.skipped.get(str(p), '?')}" for p, _ in files)
-            )
+            raise ValueError(f"no usable game in the {split} split: {self._skips()}")
 
 
 def _windows(view: features.Perspective, sha: str, packers, window: int, stride: int):
