@@ -26,6 +26,41 @@ def _build_data(args) -> int:
     return 0
 
 
+def _train(args) -> int:
+    from exphil_keras import train
+
+    metadata = train.train(train.config_from_args(args))
+    print(
+        f"preset {metadata['name']} written to {Path(args.output) / 'preset'}: validation "
+        f"last_loss {metadata['validation']['last_loss']:.4f}, "
+        f"{metadata['training']['wall_seconds']:.0f} s"
+    )
+    return 0
+
+
+def _eval(args) -> int:
+    from exphil_keras import eval as evaluation
+
+    result = evaluation.evaluate_preset(args.model, args.replays, args.batch_size, args.split)
+    print(evaluation.format_result(result))
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=1) + "\n")
+    return 0
+
+
+def _zoo(args) -> int:
+    from exphil_keras import zoo
+
+    if args.name:
+        print(
+            json.dumps({k: v for k, v in zoo.info(args.name).items() if k != "markov1"}, indent=1)
+        )
+    else:
+        for name in zoo.list():
+            print(name)
+    return 0
+
+
 def make_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="exphil",
@@ -56,15 +91,88 @@ def make_parser() -> argparse.ArgumentParser:
         "--overwrite", action="store_true", help="rebuild even if the dataset already exists"
     )
     build.set_defaults(run=_build_data)
+
+    train = commands.add_parser(
+        "train",
+        help="train a policy (ExPhil's flags and presets) and save it as a preset folder",
+        description=(
+            "Builds the dataset if needed, trains with a progress bar, TensorBoard logs in "
+            "OUTPUT/logs, the best epoch by validation last_loss in OUTPUT/best.keras, and a "
+            "resumable backup in OUTPUT/backup: run the same command again after an "
+            "interruption to continue. Ends by writing OUTPUT/preset (model.keras + "
+            "metadata.json). A --preset sets ExPhil's values; explicit flags override them."
+        ),
+    )
+    train.add_argument("--replays", help="folder of .slp files (to build the dataset from)")
+    train.add_argument("--data-dir", help="TFDS data dir (default: TFDS's)")
+    train.add_argument("--preset", choices=["gpu_mlp_quick", "gpu_standard", "production"])
+    train.add_argument(
+        "--temporal", action="store_true", help="a temporal backbone (mamba unless --backbone)"
+    )
+    train.add_argument(
+        "--backbone",
+        choices=["mlp", "lstm", "gru", "attention", "sliding_window", "mamba", "jamba"],
+    )
+    for flag, kind, text in (
+        ("--window-size", int, "frames per training window (default 60)"),
+        ("--num-layers", int, "backbone layers"),
+        ("--hidden-size", int, "backbone width"),
+        ("--state-size", int, "Mamba state size"),
+        ("--epochs", int, "epochs"),
+        ("--batch-size", int, "windows per batch"),
+        ("--lr", float, "peak learning rate"),
+        ("--action-delay", int, "predict the input this many frames ahead (default 1)"),
+        ("--frame-delay", int, "see the game state this many frames late (default 0)"),
+        ("--max-files", int, "train on the first N training games"),
+        ("--max-steps-per-epoch", int, "cap the steps per epoch (smoke runs)"),
+        ("--seed", int, "random seed (default 0)"),
+    ):
+        train.add_argument(flag, type=kind, help=text)
+    train.add_argument("--name", help="preset name (default: <backbone>_custom)")
+    train.add_argument(
+        "--backend",
+        choices=["tensorflow", "jax", "torch"],
+        help="Keras backend (default: KERAS_BACKEND or tensorflow)",
+    )
+    train.add_argument("--output", default="runs/exphil", help="run folder (default runs/exphil)")
+    train.set_defaults(run=_train)
+
+    evaluate = commands.add_parser(
+        "eval",
+        help="score a preset on replays against repeat-previous and Markov-1 baselines",
+        description=(
+            "Windows from the replays (the preset's window and delays), scored at their last "
+            "position: seed-comparable loss, per-head NLL and accuracy, and the baselines on "
+            "the same frames."
+        ),
+    )
+    evaluate.add_argument("--model", required=True, help="preset name or preset folder")
+    evaluate.add_argument("--replays", required=True, help="folder of .slp files")
+    evaluate.add_argument(
+        "--split",
+        default="all",
+        choices=["all", "train", "validation", "test"],
+        help="only the games of this dataset split (by sha256; default: all)",
+    )
+    evaluate.add_argument("--json", help="also write the figures to this JSON file")
+    evaluate.add_argument("--batch-size", type=int, default=256)
+    evaluate.add_argument("--backend", choices=["tensorflow", "jax", "torch"])
+    evaluate.set_defaults(run=_eval)
+
+    presets = commands.add_parser("zoo", help="list the shipped presets, or show one's metadata")
+    presets.add_argument("name", nargs="?", help="a preset to describe")
+    presets.set_defaults(run=_zoo)
     return parser
 
 
 def main(argv=None) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ start-up chatter
     args = make_parser().parse_args(argv)
+    if getattr(args, "backend", None):
+        os.environ["KERAS_BACKEND"] = args.backend  # before anything imports keras
     try:
         return args.run(args)
-    except (FileNotFoundError, NotADirectoryError, ValueError) as e:
+    except (FileNotFoundError, NotADirectoryError, ValueError, FloatingPointError) as e:
         print(f"exphil {args.command}: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

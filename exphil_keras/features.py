@@ -146,12 +146,12 @@ def _round_half_up(x):
 
 
 def discretise_controller(controller: np.ndarray) -> dict[str, np.ndarray]:
-    """Encoded controller [T, 13] -> targets: buttons float32 [T, 8], buckets int32 [T]."""
-    targets = {"buttons": controller[:, :8].astype(np.float32)}
+    """Encoded controller [..., 13] -> targets: buttons float32 [..., 8], buckets int32 [...]."""
+    targets = {"buttons": controller[..., :8].astype(np.float32)}
     for i, axis in enumerate(STICK_AXES):
-        value = controller[:, 8 + i]
+        value = controller[..., 8 + i]
         targets[axis] = _round_half_up((value + 1.0) / 2.0 * (STICK_BUCKETS - 1))
-    targets["shoulder"] = _round_half_up(controller[:, 12] * (SHOULDER_BUCKETS - 1))
+    targets["shoulder"] = _round_half_up(controller[..., 12] * (SHOULDER_BUCKETS - 1))
     return targets
 
 

@@ -5,7 +5,8 @@ from exphil_keras.datasets.slippi_windows.slippi_windows_dataset_builder import 
     BuildReport,
     SlippiWindowsConfig,
     build,
+    config_for,
     find_replays,
 )
 
-__all__ = ["Builder", "BuildReport", "SlippiWindowsConfig", "build", "find_replays"]
+__all__ = ["Builder", "BuildReport", "SlippiWindowsConfig", "build", "config_for", "find_replays"]

@@ -47,6 +47,10 @@ class BuildReport:
     frames: dict[str, int] = dataclasses.field(default_factory=lambda: dict.fromkeys(SPLITS, 0))
     ego_frames: dict[str, int] = dataclasses.field(default_factory=lambda: dict.fromkeys(SPLITS, 0))
     windows: dict[str, int] = dataclasses.field(default_factory=lambda: dict.fromkeys(SPLITS, 0))
+    # split -> {sha256: {"file": path under the replay folder, "frames": n}}: the games used.
+    games_used: dict[str, dict] = dataclasses.field(
+        default_factory=lambda: {split: {} for split in SPLITS}
+    )
     seconds: float = 0.0  # wall time of the whole build, set by whoever timed it
 
     def skip(self, path, reason: str) -> None:
@@ -214,7 +218,8 @@ class Builder(tfds.core.GeneratorBasedBuilder):
         self.report = BuildReport()
         by_split = {split: [] for split in SPLITS}
         first_copy = {}
-        for path in find_replays(dl_manager.manual_dir):
+        root = Path(dl_manager.manual_dir)
+        for path in find_replays(root):
             # Screen with the header alone, so that a split is declared only if it has a game.
             try:
                 sha = features.file_sha256(path)
@@ -225,9 +230,10 @@ class Builder(tfds.core.GeneratorBasedBuilder):
             except features.ReplaySkipped as skipped:
                 self.report.skip(path, skipped.reason)
                 continue
-            by_split[features.split_of(sha)].append((path, sha))
+            name = str(path.relative_to(root))
+            by_split[features.split_of(sha)].append((path, name, sha))
         if not any(by_split.values()):
-            raise ValueError(f"no usable game under {dl_manager.manual_dir}: {self._skips()}")
+            raise ValueError(f"no usable game under {root}: {self._skips()}")
         # TFDS refuses an empty split: a small folder may not reach all three.
         return {
             split: self._generate_examples(files, split)
@@ -242,7 +248,7 @@ class Builder(tfds.core.GeneratorBasedBuilder):
         config = self.builder_config
         report = self.report
         yielded = 0
-        for path, sha in tqdm(files, desc=f"{split} replays", unit="file", leave=False):
+        for path, name, sha in tqdm(files, desc=f"{split} replays", unit="file", leave=False):
             try:
                 replay = features.read_replay(
                     path,
@@ -258,6 +264,7 @@ class Builder(tfds.core.GeneratorBasedBuilder):
             report.files_read += 1
             report.games[split] += 1
             report.frames[split] += replay.num_frames
+            report.games_used[split][sha] = {"file": name, "frames": replay.num_frames}
             for view in replay.perspectives:
                 report.ego_frames[split] += view.num_frames
                 for key, example in _windows(
@@ -266,6 +273,7 @@ class Builder(tfds.core.GeneratorBasedBuilder):
                     yielded += 1
                     yield key, example
         report.windows[split] = yielded
+        self.info.metadata["report"] = report.to_dict()  # saved with the dataset's info
         log.info("%s: %d games, %d windows", split, report.games[split], yielded)
         if not yielded:
             raise ValueError(f"no usable game in the {split} split: {self._skips()}")
@@ -289,13 +297,25 @@ def _windows(view: features.Perspective, sha: str, packers, window: int, stride:
         )
 
 
+def config_for(window: int = 60, action_delay: int = 1, frame_delay: int = 0):
+    """The shipped config's name (w30, w60, w90 with default delays), else a custom config."""
+    if (action_delay, frame_delay) == (1, 0) and window in (30, 60, 90):
+        return f"w{window}"
+    return SlippiWindowsConfig(
+        name=f"w{window}_a{action_delay}_f{frame_delay}",
+        window=window,
+        action_delay=action_delay,
+        frame_delay=frame_delay,
+    )
+
+
 def build(
-    replays, data_dir=None, config: str = "w60", overwrite: bool = False
+    replays, data_dir=None, config: str | SlippiWindowsConfig = "w60", overwrite: bool = False
 ) -> tuple[Builder, BuildReport]:
     """Build (or reuse) the dataset from a folder of replays; returns the builder and its report."""
     folder = Path(replays).expanduser()
     find_replays(folder)  # clear errors for a missing or empty folder, before TFDS's own
-    builder = tfds.builder(f"slippi_windows/{config}", data_dir=data_dir)
+    builder = tfds.builder("slippi_windows", config=config, data_dir=data_dir)
     mode = (
         tfds.download.GenerateMode.REUSE_CACHE_IF_EXISTS
         if overwrite

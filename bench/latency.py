@@ -1,0 +1,205 @@
+"""Latency of every backbone at the default sizes, batch 1, one CPU thread, per Keras backend.
+
+Per backbone: the compiled one-frame `step`, the compiled windowed forward (60 frames) and the
+policy model's `step` (embeddings + backbone + heads: what the agent pays per frame), median and
+p99, beside plain PyTorch modules of matching size
+timed in the same run; plus the selective scan in each candidate time loop of the backend
+(`exphil_keras.ops.LOOPS`; T = 60, D*N = 8192), which is how the scan's loop is picked.
+
+    python bench/latency.py                      # TensorFlow and JAX, one subprocess each
+    python bench/latency.py --backends jax torch
+"""
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+ONE_THREAD = {
+    "OMP_NUM_THREADS": "1",
+    "TF_NUM_INTRAOP_THREADS": "1",
+    "TF_NUM_INTEROP_THREADS": "1",
+    "XLA_FLAGS": "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1",
+}
+DEFAULTS = {"hidden_size": 256, "num_layers": 2, "state_size": 16}
+WINDOW = 60
+ARCHITECTURES = ["mlp", "lstm", "gru", "attention", "mamba", "jamba"]
+TORCH_REFERENCE = {"lstm": "torch LSTM", "gru": "torch GRU", "attention": "torch Transformer"}
+
+
+def timings_ms(function, repeats, warmup=10):
+    """Median and p99 wall time of `function()` in milliseconds, after `warmup` calls."""
+    for _ in range(warmup):
+        function()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        function()
+        times.append(time.perf_counter() - start)
+    times = np.asarray(times) * 1e3
+    return {"median": float(np.median(times)), "p99": float(np.percentile(times, 99))}
+
+
+def keras_worker(step_repeats, window_repeats):
+    """In a process with KERAS_BACKEND set: time each backbone and the scan loops, print JSON."""
+    import keras
+    from keras import ops
+
+    from exphil_keras import backbones
+    from exphil_keras.ops import LOOPS, compile_function, selective_scan
+    from exphil_keras.policy import build_policy, example_batch
+
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        tf.config.threading.set_intra_op_parallelism_threads(1)
+        tf.config.threading.set_inter_op_parallelism_threads(1)
+    if backend == "jax":
+        import jax
+
+        def ready(tree):
+            return jax.block_until_ready(tree)
+    else:
+
+        def ready(tree):
+            return tree
+
+    rng = np.random.default_rng(0)
+    results = {"backend": backend, "backbones": {}, "scan": {}}
+    for name in ARCHITECTURES:
+        backbone = backbones.build(name, window=WINDOW, **DEFAULTS)
+        backbone.build((None, None, DEFAULTS["hidden_size"]))
+        window = ops.convert_to_tensor(
+            rng.normal(size=(1, WINDOW, DEFAULTS["hidden_size"])), "float32"
+        )
+        frame = window[:, 0]
+        forward = compile_function(backbone.__call__, backbone)
+        step = compile_function(backbone.step, backbone)
+        state = [backbone.initial_state(1)]
+
+        def one_step(step=step, frame=frame, state=state):
+            y, state[0] = step(frame, state[0])
+            ready(y)
+
+        policy = build_policy(name, window=WINDOW, **DEFAULTS)
+        inputs, _ = example_batch(policy, 1)
+        frame_inputs = {k: ops.convert_to_tensor(v[:, 0]) for k, v in inputs.items()}
+        policy_state = [policy.initial_state(1)]
+
+        def one_policy_step(policy=policy, frame_inputs=frame_inputs, state=policy_state):
+            logits, state[0] = policy.step(frame_inputs, state[0])
+            ready(logits)
+
+        results["backbones"][name] = {
+            "step": timings_ms(one_step, step_repeats),
+            "window": timings_ms(lambda f=forward, w=window: ready(f(w)), window_repeats),
+            "policy step": timings_ms(one_policy_step, step_repeats),
+        }
+    inner, state_size = 2 * DEFAULTS["hidden_size"], DEFAULTS["state_size"]
+    u, delta = (rng.normal(size=(1, WINDOW, inner)), rng.uniform(1e-3, 0.1, (1, WINDOW, inner)))
+    A = -np.exp(rng.normal(size=(inner, state_size)))
+    B, C = (rng.normal(size=(1, WINDOW, state_size)) for _ in range(2))
+    scan_args = [ops.convert_to_tensor(t, "float32") for t in (u, delta, A, B, C, np.ones(inner))]
+    for loop in LOOPS[backend]:
+        compiled = compile_function(lambda *args, loop=loop: selective_scan(*args, loop=loop))
+        results["scan"][loop] = timings_ms(lambda c=compiled: ready(c(*scan_args)), window_repeats)
+    print("RESULT " + json.dumps(results))
+
+
+def torch_references(step_repeats, window_repeats):
+    """Plain PyTorch GRU/LSTM (step and window) and a 2-layer pre-norm TransformerEncoder."""
+    import torch
+
+    torch.set_num_threads(1)
+    hidden = DEFAULTS["hidden_size"]
+    window = torch.randn(1, WINDOW, hidden)
+    frame = window[:, :1]
+    results = {}
+    with torch.inference_mode():
+        for name, module in (
+            ("torch GRU", torch.nn.GRU(hidden, hidden, num_layers=2, batch_first=True)),
+            ("torch LSTM", torch.nn.LSTM(hidden, hidden, num_layers=2, batch_first=True)),
+        ):
+            state = [module(frame)[1]]
+
+            def one_step(module=module, state=state):
+                _, state[0] = module(frame, state[0])
+
+            results[name] = {
+                "step": timings_ms(one_step, step_repeats),
+                "window": timings_ms(lambda m=module: m(window), window_repeats),
+            }
+        layer = torch.nn.TransformerEncoderLayer(
+            hidden, 4, dim_feedforward=hidden, batch_first=True, norm_first=True
+        )
+        transformer = torch.nn.TransformerEncoder(layer, 2, enable_nested_tensor=False).eval()
+        mask = torch.nn.Transformer.generate_square_subsequent_mask(WINDOW)
+        results["torch Transformer"] = {
+            "window": timings_ms(
+                lambda: transformer(window, mask=mask, is_causal=True), window_repeats
+            )
+        }
+    return results
+
+
+def run_worker(backend, step_repeats, window_repeats):
+    env = {**os.environ, **ONE_THREAD, "KERAS_BACKEND": backend}
+    command = [sys.executable, __file__, "--worker", str(step_repeats), str(window_repeats)]
+    run = subprocess.run(command, env=env, capture_output=True, text=True)
+    lines = [line for line in run.stdout.splitlines() if line.startswith("RESULT ")]
+    if run.returncode or not lines:
+        raise RuntimeError(f"{backend} worker failed:\n{run.stdout}\n{run.stderr[-4000:]}")
+    return json.loads(lines[0][len("RESULT ") :])
+
+
+def report(results, references):
+    print(f"{'':<21}{'step ms':>16}{'window ms':>16}{'policy step ms':>16}   ratio to PyTorch")
+    print(f"{'':<21}{'median   p99':>16}{'median   p99':>16}{'median   p99':>16}   (medians)")
+    for name, timing in references.items():
+        step = timing.get("step")
+        step_text = f"{step['median']:7.3f} {step['p99']:7.3f}" if step else f"{'-':>15}"
+        window = timing["window"]
+        print(f"{name:<21}{step_text:>16}{window['median']:8.3f}{window['p99']:8.3f}{'-':>16}")
+    for result in results:
+        print(f"\n{result['backend']}")
+        for name, timing in result["backbones"].items():
+            step, window, policy_step = timing["step"], timing["window"], timing["policy step"]
+            ratios = ""
+            if name in TORCH_REFERENCE:
+                reference = references[TORCH_REFERENCE[name]]
+                ratios = f"   x{window['median'] / reference['window']['median']:.2f} window"
+                if "step" in reference:
+                    ratios += f", x{step['median'] / reference['step']['median']:.2f} step"
+                ratios += f" ({TORCH_REFERENCE[name]})"
+            print(
+                f"  {name:<19}{step['median']:8.3f}{step['p99']:8.3f}"
+                f"{window['median']:8.3f}{window['p99']:8.3f}"
+                f"{policy_step['median']:8.3f}{policy_step['p99']:8.3f}{ratios}"
+            )
+        loops = ", ".join(f"{k} {v['median']:.3f} ms" for k, v in result["scan"].items())
+        print(f"  selective scan loops (T {WINDOW}, D*N 8192; the first is used): {loops}")
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--backends", nargs="+", default=["tensorflow", "jax"])
+    parser.add_argument("--step-repeats", type=int, default=500)
+    parser.add_argument("--window-repeats", type=int, default=100)
+    parser.add_argument("--worker", nargs=2, type=int, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker:
+        keras_worker(*args.worker)
+        return
+    os.environ.update(ONE_THREAD)
+    references = torch_references(args.step_repeats, args.window_repeats)
+    results = [run_worker(b, args.step_repeats, args.window_repeats) for b in args.backends]
+    report(results, references)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,71 @@
+"""Baselines every policy must beat: repeat the previous input, and Markov-1 over the heads.
+
+Both read only the previous input (`prev_input`, the controller at frame t) and predict the
+targets (the controller at t + action_delay), so they score exactly the frames the model does.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from exphil_keras import features
+
+
+def repeat_previous_accuracy(prev_input: np.ndarray, targets: dict) -> dict[str, float]:
+    """Per-head accuracy of predicting that the input does not change (buttons: all 8 right)."""
+    guess = features.discretise_controller(prev_input)
+    accuracy = {}
+    for head in features.TARGETS:
+        right = guess[head] == targets[head]
+        accuracy[head] = float(np.mean(right.all(axis=-1) if head == "buttons" else right))
+    return accuracy
+
+
+class Markov1:
+    """P(target class | previous input's class) per head, from counts with add-one smoothing.
+
+    Buttons are 8 independent 2 x 2 tables; the sticks and shoulder are [C, C] tables.
+    """
+
+    def __init__(self, counts: dict[str, np.ndarray] | None = None):
+        self.counts = counts or {
+            head: np.zeros((classes, 2, 2) if head == "buttons" else (classes, classes), np.int64)
+            for head, classes in features.TARGETS.items()
+        }
+
+    def update(self, prev_input: np.ndarray, targets: dict) -> None:
+        previous = features.discretise_controller(prev_input)
+        for head, table in self.counts.items():
+            if head == "buttons":
+                for b in range(table.shape[0]):
+                    before = previous[head][..., b].astype(int).ravel()
+                    after = np.asarray(targets[head])[..., b].astype(int).ravel()
+                    np.add.at(table[b], (before, after), 1)
+            else:
+                np.add.at(table, (previous[head].ravel(), np.asarray(targets[head]).ravel()), 1)
+
+    def probabilities(self, head: str) -> np.ndarray:
+        table = self.counts[head] + 1.0
+        return table / table.sum(axis=-1, keepdims=True)
+
+    def nll(self, prev_input: np.ndarray, targets: dict) -> dict[str, np.ndarray]:
+        """Per-frame NLL per head, in the policy loss's terms (buttons: mean BCE over 8)."""
+        previous = features.discretise_controller(prev_input)
+        out = {}
+        for head in features.TARGETS:
+            p = self.probabilities(head)
+            if head == "buttons":
+                before = previous[head].astype(int)
+                after = np.asarray(targets[head]).astype(int)
+                per_button = [-np.log(p[b][before[..., b], after[..., b]]) for b in range(8)]
+                out[head] = np.mean(per_button, axis=0)
+            else:
+                out[head] = -np.log(p[previous[head], np.asarray(targets[head])])
+        return out
+
+    def to_json(self) -> dict:
+        return {head: table.tolist() for head, table in self.counts.items()}
+
+    @classmethod
+    def from_json(cls, tables: dict) -> Markov1:
+        return cls({head: np.asarray(table, np.int64) for head, table in tables.items()})

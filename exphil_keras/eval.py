@@ -1,0 +1,138 @@
+"""Evaluation on any replays: the seed-comparable loss and its baselines, on the same frames.
+
+Windows come straight from `features.read_replay` (no dataset build), one replay at a time, with
+the preset's window and delays; each window is scored at its last position, like the
+seed-comparable `last_loss` of training.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from exphil_keras import baselines, features, zoo
+from exphil_keras.datasets.slippi_windows import find_replays
+
+
+def replay_windows(paths, window: int, action_delay: int, frame_delay: int, stride=None):
+    """Yields (inputs, targets) numpy batches: all windows of one replay at a time."""
+    stride = stride or max(window // 2, 1)
+    for path in tqdm(paths, desc="replays", unit="file"):
+        try:
+            replay = features.read_replay(
+                path, action_delay=action_delay, frame_delay=frame_delay, min_frames=window
+            )
+        except features.ReplaySkipped as skipped:
+            tqdm.write(f"skipped {skipped}")
+            continue
+        for view in replay.perspectives:
+            starts = np.asarray(features.window_starts(view.num_frames, window, stride))
+            index = starts[:, None] + np.arange(window)
+            yield (
+                {name: value[index] for name, value in view.inputs.items()},
+                {name: value[index] for name, value in view.targets.items()},
+            )
+
+
+def _split_or_none(path):
+    try:
+        return features.split_of(features.file_sha256(path))
+    except features.ReplaySkipped:
+        return None
+
+
+def _log_softmax(logits):
+    z = np.clip(logits.astype(np.float64), -60.0, 60.0)
+    z = z - z.max(axis=-1, keepdims=True)
+    return z - np.log(np.exp(z).sum(axis=-1, keepdims=True))
+
+
+def head_nll_and_correct(logits: dict, targets: dict) -> dict[str, tuple]:
+    """Per-frame (NLL, correct) per head, in the policy loss's terms (float64)."""
+    out = {}
+    for head in features.TARGETS:
+        z, y = logits[head], targets[head]
+        if head == "buttons":
+            z = np.clip(z.astype(np.float64), -60.0, 60.0)
+            bce = np.maximum(z, 0) - z * y + np.log1p(np.exp(-np.abs(z)))
+            out[head] = (bce.mean(axis=-1), ((z > 0) == (y > 0.5)).all(axis=-1))
+        else:
+            logp = _log_softmax(z)
+            out[head] = (-np.take_along_axis(logp, y[..., None], -1)[..., 0], z.argmax(-1) == y)
+    return out
+
+
+def evaluate(model, replays, metadata: dict, batch_size: int = 256, split: str = "all") -> dict:
+    """The JSON of `exphil eval`: loss, frames, per-head NLL/accuracy, and both baselines.
+
+    `split` keeps only the games of one dataset split (by sha256, as the dataset does).
+    """
+    paths = find_replays(replays)
+    if split != "all":
+        paths = [p for p in paths if _split_or_none(p) == split]
+    window = metadata["window"]
+    nll = {h: [] for h in features.TARGETS}
+    correct = {h: [] for h in features.TARGETS}
+    prev, last_targets = [], {h: [] for h in features.TARGETS}
+    for inputs, targets in replay_windows(
+        paths, window, metadata["action_delay"], metadata["frame_delay"]
+    ):
+        logits = model.predict(inputs, batch_size=batch_size, verbose=0)
+        last = {h: v[:, -1] for h, v in targets.items()}
+        for head, (n, c) in head_nll_and_correct(
+            {h: v[:, -1] for h, v in logits.items()}, last
+        ).items():
+            nll[head].append(n)
+            correct[head].append(c)
+            last_targets[head].append(last[head])
+        prev.append(inputs["prev_input"][:, -1])
+    if not prev:
+        raise ValueError(f"no usable windows of {window} frames in {replays}")
+    prev = np.concatenate(prev)
+    last_targets = {h: np.concatenate(v) for h, v in last_targets.items()}
+    heads = {
+        h: {
+            "nll": float(np.concatenate(nll[h]).mean()),
+            "acc": float(np.concatenate(correct[h]).mean()),
+        }
+        for h in features.TARGETS
+    }
+    result = {
+        "loss": sum(v["nll"] for v in heads.values()),
+        "frames": int(len(prev)),
+        "heads": heads,
+        "baselines": {
+            "repeat_previous": {
+                h: {"acc": a}
+                for h, a in baselines.repeat_previous_accuracy(prev, last_targets).items()
+            }
+        },
+    }
+    if "markov1" in metadata:
+        markov = baselines.Markov1.from_json(metadata["markov1"])
+        markov_nll = markov.nll(prev, last_targets)
+        result["baselines"]["markov1"] = {
+            "loss": float(sum(v.mean() for v in markov_nll.values())),
+            "heads": {h: {"nll": float(v.mean())} for h, v in markov_nll.items()},
+        }
+    return result
+
+
+def evaluate_preset(name_or_path, replays, batch_size: int = 256, split: str = "all") -> dict:
+    model = zoo.load(name_or_path, compile=False)
+    return evaluate(model, replays, zoo.info(name_or_path), batch_size, split)
+
+
+def format_result(result: dict) -> str:
+    repeat = result["baselines"]["repeat_previous"]
+    lines = [
+        f"seed-comparable loss (last position) {result['loss']:.4f}, {result['frames']} frames",
+        f"{'head':<9} {'nll':>7} {'acc':>7} {'repeat-previous acc':>20}",
+        *(
+            f"{h:<9} {v['nll']:>7.4f} {v['acc']:>7.4f} {repeat[h]['acc']:>20.4f}"
+            for h, v in result["heads"].items()
+        ),
+    ]
+    if "markov1" in result["baselines"]:
+        lines.append(f"Markov-1 baseline loss: {result['baselines']['markov1']['loss']:.4f}")
+    return "\n".join(lines)

@@ -1,0 +1,17 @@
+"""Backend-specific kernels behind backend-agnostic functions."""
+
+from exphil_keras.ops.compiled import compile_function
+from exphil_keras.ops.selective_scan import (
+    LOOPS,
+    selective_scan,
+    selective_scan_ref,
+    selective_scan_step,
+)
+
+__all__ = [
+    "LOOPS",
+    "compile_function",
+    "selective_scan",
+    "selective_scan_ref",
+    "selective_scan_step",
+]

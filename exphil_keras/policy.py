@@ -1,0 +1,282 @@
+"""The Melee policy: per-frame embeddings -> backbone -> one logits head per controller target.
+
+`build_policy` returns a compiled `PolicyModel` (a keras-hub-style functional subclass whose
+config is its constructor arguments), ready for `model.fit(ds)` on `slippi_windows` batches, and
+for the agent through `initial_state` / `step`, which equal the windowed forward frame by frame.
+"""
+
+import keras
+import numpy as np
+from keras import ops
+
+from exphil_keras import backbones, features
+from exphil_keras.ops import compile_function
+
+EMBEDDING_WIDTHS = {"action": 32, "character": 8, "stage": 4}  # one table per id kind
+HEAD_HIDDEN_SIZE = 64
+LOGIT_CLIP = 60.0
+
+
+def _id_kind(name):
+    """The id kind of an input, e.g. "ego_nana_action" -> "action"; a kind shares one table."""
+    return name.rsplit("_", 1)[-1]
+
+
+class FrameEncoder(keras.layers.Layer):
+    """Inputs dict [..., F] / [...] -> [..., hidden]: embeddings + continuous features, projected.
+
+    Works on windows [B, T, ...] and single frames [B, ...] alike; ids are clipped to the table.
+    """
+
+    def __init__(self, hidden_size, **kwargs):
+        super().__init__(**kwargs)
+        self.embeddings = {}
+        for kind, width in EMBEDDING_WIDTHS.items():
+            vocabulary = max(
+                size for name, size in features.CATEGORICAL_INPUTS.items() if _id_kind(name) == kind
+            )
+            self.embeddings[kind] = keras.layers.Embedding(
+                vocabulary, width, name=f"{kind}_embedding"
+            )
+        self.projection = keras.layers.Dense(hidden_size, name="projection")
+
+    def call(self, inputs):
+        parts = [ops.cast(inputs[name], self.compute_dtype) for name in features.CONTINUOUS_INPUTS]
+        for name in features.CATEGORICAL_INPUTS:
+            embedding = self.embeddings[_id_kind(name)]
+            ids = ops.clip(ops.cast(inputs[name], "int32"), 0, embedding.input_dim - 1)
+            parts.append(embedding(ids))
+        return self.projection(ops.concatenate(parts, axis=-1))
+
+
+class PolicyHeads(keras.layers.Layer):
+    """[..., hidden] -> {head: logits [..., classes]}: per head Dense(64, relu), Dense(classes)."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.hidden_layers = [
+            keras.layers.Dense(HEAD_HIDDEN_SIZE, activation="relu", name=f"{head}_hidden")
+            for head in features.TARGETS
+        ]
+        self.logit_layers = [
+            keras.layers.Dense(classes, name=f"{head}_logits")
+            for head, classes in features.TARGETS.items()
+        ]
+
+    def call(self, x):
+        return {
+            head: logits(hidden(x))
+            for head, hidden, logits in zip(
+                features.TARGETS, self.hidden_layers, self.logit_layers, strict=True
+            )
+        }
+
+
+def head_losses(targets, logits, label_smoothing=0.0):
+    """{head: float32 loss per position [B, T] (or [B])}; logits clamped to +-LOGIT_CLIP.
+
+    buttons: binary cross-entropy averaged over the 8 buttons (never smoothed); the other heads:
+    categorical cross-entropy against targets smoothed by `label_smoothing`.
+    """
+    losses = {}
+    for head, classes in features.TARGETS.items():
+        z = ops.clip(ops.cast(logits[head], "float32"), -LOGIT_CLIP, LOGIT_CLIP)
+        target = targets[head]
+        if head == "buttons":
+            bce = ops.binary_crossentropy(ops.cast(target, "float32"), z, from_logits=True)
+            losses[head] = ops.mean(bce, axis=-1)
+        else:
+            one_hot = ops.one_hot(ops.cast(target, "int32"), classes, dtype="float32")
+            smoothed = one_hot * (1.0 - label_smoothing) + label_smoothing / classes
+            losses[head] = -ops.sum(smoothed * ops.log_softmax(z, axis=-1), axis=-1)
+    return losses
+
+
+def head_accuracies(targets, logits):
+    """{head: 1.0 where the argmax is right [B, T]}; buttons: all 8 right at threshold 0.5."""
+    accuracies = {}
+    for head in features.TARGETS:
+        z = ops.cast(logits[head], "float32")
+        if head == "buttons":
+            correct = ops.all((z > 0) == (ops.cast(targets[head], "float32") > 0.5), axis=-1)
+        else:
+            correct = ops.argmax(z, axis=-1) == ops.cast(targets[head], "int32")
+        accuracies[head] = ops.cast(correct, "float32")
+    return accuracies
+
+
+@keras.saving.register_keras_serializable(package="exphil_keras")
+class PolicyModel(keras.Model):
+    """Inputs dict [B, T, ...] -> {head: logits [B, T, classes]}, with a one-frame `step`.
+
+    Args:
+        backbone: one of `exphil_keras.backbones.BACKBONES`.
+        window: training window; also the attention span K.
+        hidden_size, num_layers, state_size, num_heads, expand, conv_size, attention_every: the
+            backbone's knobs (each backbone takes the ones it has).
+        label_smoothing: on the categorical heads' training loss only.
+    """
+
+    def __init__(
+        self,
+        backbone="jamba",
+        window=60,
+        hidden_size=256,
+        num_layers=2,
+        state_size=16,
+        num_heads=4,
+        expand=2,
+        conv_size=4,
+        attention_every=2,
+        label_smoothing=0.0,
+        **kwargs,
+    ):
+        # === Layers ===
+        encoder = FrameEncoder(hidden_size, name="frame_encoder")
+        backbone_layer = backbones.build(
+            backbone,
+            hidden_size=hidden_size,
+            num_layers=num_layers,
+            state_size=state_size,
+            num_heads=num_heads,
+            expand=expand,
+            conv_size=conv_size,
+            window=window,
+            attention_every=attention_every,
+            name="backbone",
+        )
+        heads = PolicyHeads(name="heads")
+
+        # === Functional model ===
+        inputs = {
+            name: keras.Input((None, width), name=name)
+            for name, width in features.CONTINUOUS_INPUTS.items()
+        }
+        inputs |= {
+            name: keras.Input((None,), dtype="int32", name=name)
+            for name in features.CATEGORICAL_INPUTS
+        }
+        outputs = heads(backbone_layer(encoder(inputs)))
+        super().__init__(inputs=inputs, outputs=outputs, **kwargs)
+
+        # === Config ===
+        self.backbone_name = backbone
+        self.window = window
+        self.hidden_size = hidden_size
+        self.num_layers = num_layers
+        self.state_size = state_size
+        self.num_heads = num_heads
+        self.expand = expand
+        self.conv_size = conv_size
+        self.attention_every = attention_every
+        self.label_smoothing = label_smoothing
+        self.encoder = encoder
+        self.backbone = backbone_layer
+        self.heads = heads
+        self.last_loss_tracker = keras.metrics.Mean(name="last_loss")
+        self.accuracy_trackers = {
+            h: keras.metrics.Mean(name=f"{h}_accuracy") for h in features.TARGETS
+        }
+        self.nll_trackers = {h: keras.metrics.Mean(name=f"{h}_nll") for h in features.TARGETS}
+        self._compiled_step = None
+
+    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
+        """Sum over heads of the loss averaged over all positions, in float32."""
+        if sample_weight is not None:
+            raise ValueError(
+                "PolicyModel weighs every position equally; sample weights unsupported"
+            )
+        losses = head_losses(y, y_pred, self.label_smoothing)
+        return sum(ops.mean(loss) for loss in losses.values())
+
+    def compute_metrics(self, x, y, y_pred, sample_weight=None):
+        """last_loss (no smoothing, last position: seed-comparable), per-head NLL and accuracy."""
+        nlls = head_losses(y, y_pred)
+        self.last_loss_tracker.update_state(sum(nll[:, -1] for nll in nlls.values()))
+        for head, accuracy in head_accuracies(y, y_pred).items():
+            self.accuracy_trackers[head].update_state(accuracy)
+            self.nll_trackers[head].update_state(nlls[head])
+        return self.get_metrics_result()
+
+    def initial_state(self, batch_size):
+        """The backbone's streaming state before the first frame (nested tensors)."""
+        return self.backbone.initial_state(batch_size)
+
+    def step(self, frame_inputs, state):
+        """One frame (the inputs dict at one time index, [B, ...]) -> ({head: [B, classes]}, state).
+
+        Compiled on first use (XLA on TensorFlow, jit on JAX); equals the windowed forward.
+        """
+        if self._compiled_step is None:
+            self._compiled_step = compile_function(self._step, self)
+        return self._compiled_step(frame_inputs, state)
+
+    def _step(self, frame_inputs, state):
+        hidden, state = self.backbone.step(self.encoder(frame_inputs), state)
+        return self.heads(hidden), state
+
+    def get_config(self):
+        return {
+            "name": self.name,
+            "trainable": self.trainable,
+            "backbone": self.backbone_name,
+            "window": self.window,
+            "hidden_size": self.hidden_size,
+            "num_layers": self.num_layers,
+            "state_size": self.state_size,
+            "num_heads": self.num_heads,
+            "expand": self.expand,
+            "conv_size": self.conv_size,
+            "attention_every": self.attention_every,
+            "label_smoothing": self.label_smoothing,
+        }
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**config)
+
+
+def build_policy(
+    backbone="jamba",
+    window=60,
+    hidden_size=256,
+    num_layers=2,
+    state_size=16,
+    learning_rate=3e-4,
+    label_smoothing=0.0,
+    jit_compile="auto",
+    **backbone_kwargs,
+):
+    """A compiled `PolicyModel` (Adam at `learning_rate`); `backbone_kwargs` go to PolicyModel."""
+    model = PolicyModel(
+        backbone=backbone,
+        window=window,
+        hidden_size=hidden_size,
+        num_layers=num_layers,
+        state_size=state_size,
+        label_smoothing=label_smoothing,
+        **backbone_kwargs,
+    )
+    model.compile(optimizer=keras.optimizers.Adam(learning_rate), jit_compile=jit_compile)
+    return model
+
+
+def example_batch(model, batch_size, num_frames=None, seed=0):
+    """A random but valid (inputs, targets) numpy batch [batch_size, num_frames or window, ...]."""
+    rng = np.random.default_rng(seed)
+    shape = (batch_size, num_frames or model.window)
+    inputs = {
+        name: rng.normal(size=shape + (width,)).astype("float32")
+        for name, width in features.CONTINUOUS_INPUTS.items()
+    }
+    inputs |= {
+        name: rng.integers(0, size, shape, dtype="int32")
+        for name, size in features.CATEGORICAL_INPUTS.items()
+    }
+    targets = {
+        head: rng.integers(0, 2, shape + (classes,)).astype("float32")
+        if head == "buttons"
+        else rng.integers(0, classes, shape, dtype="int32")
+        for head, classes in features.TARGETS.items()
+    }
+    return inputs, targets

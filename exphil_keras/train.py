@@ -1,0 +1,326 @@
+"""Training: ExPhil's presets and flags -> a fitted policy saved as a zoo preset folder.
+
+`train(TrainConfig(...))` builds the `slippi_windows` dataset if needed, fits with TensorBoard
+logs, best-by-validation checkpoints, resumable backups (`BackupAndRestore`: an interrupted run
+continues from its last finished epoch when started again with the same `output`), early
+stopping and a clear stop on NaN, then writes `output/preset` (model.keras + metadata.json).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import platform
+import shlex
+import sys
+import time
+from pathlib import Path
+
+import keras
+import tensorflow as tf
+import tensorflow_datasets as tfds
+
+from exphil_keras import baselines, features, policy, zoo
+from exphil_keras.datasets import slippi_windows
+
+# ExPhil's training presets (DESIGN.md); explicit flags override them.
+PRESETS = {
+    "gpu_mlp_quick": dict(
+        epochs=5, max_files=50, batch_size=256, hidden_size=128, backbone="mlp", num_layers=2,
+        learning_rate=3e-4, schedule="cosine", warmup_steps=100,
+    ),
+    "gpu_standard": dict(
+        epochs=20, max_files=100, batch_size=256, hidden_size=128, backbone="mamba", window=60,
+        num_layers=2, learning_rate=1e-4, schedule="cosine", warmup_steps=500,
+        label_smoothing=0.1, ema=0.999, patience=5,
+    ),
+    "production": dict(
+        epochs=100, max_files=None, batch_size=256, hidden_size=256, backbone="mamba",
+        window=60, num_layers=3, state_size=32, expand=2, learning_rate=1e-4,
+        schedule="cosine_restarts", warmup_steps=2000, label_smoothing=0.1, ema=0.9995,
+        grad_accumulation=4, patience=10,
+    ),
+}  # fmt: skip
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    replays: str | None = None  # folder of .slp files (the dataset is built from it if needed)
+    data_dir: str | None = None  # TFDS data dir
+    output: str = "runs/exphil"
+    name: str | None = None  # preset name; default <backbone>_custom
+    backbone: str = "mlp"
+    window: int = 60
+    hidden_size: int = 256
+    num_layers: int = 2
+    state_size: int = 16
+    expand: int = 2
+    epochs: int = 1
+    batch_size: int = 256
+    learning_rate: float = 3e-4
+    schedule: str = "constant"  # constant | cosine | cosine_restarts
+    warmup_steps: int = 0
+    label_smoothing: float = 0.0
+    ema: float | None = None  # EMA momentum of the weights, None for off
+    grad_accumulation: int = 1
+    patience: int | None = None  # early stopping on validation last_loss
+    action_delay: int = 1
+    frame_delay: int = 0
+    max_files: int | None = None  # train on the first N training games (by sha256)
+    max_steps_per_epoch: int | None = None  # for smoke runs
+    seed: int = 0
+    preset: str | None = None
+    command: str = ""
+
+    @classmethod
+    def from_preset(cls, preset: str | None, **overrides) -> TrainConfig:
+        """The preset's values, then every override that is not None."""
+        values = dict(PRESETS[preset]) if preset else {}
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(preset=preset, **values)
+
+
+def dataset_builder(config: TrainConfig) -> tfds.core.DatasetBuilder:
+    """The slippi_windows builder for this window and these delays, built if needed."""
+    dataset_config = slippi_windows.config_for(
+        config.window, config.action_delay, config.frame_delay
+    )
+    builder = tfds.builder("slippi_windows", config=dataset_config, data_dir=config.data_dir)
+    if builder.is_prepared():
+        return builder
+    if config.replays is None:
+        raise ValueError(f"no dataset at {builder.data_dir} and no --replays to build it from")
+    return slippi_windows.build(config.replays, config.data_dir, dataset_config)[0]
+
+
+def windows(builder, split: str, games=None) -> tf.data.Dataset:
+    """(inputs, targets) windows of one split, optionally only from the given game sha256s."""
+    ds = builder.as_dataset(split=split, shuffle_files=split == "train")
+    if games is not None:
+        keep = tf.constant(sorted(games))
+        ds = ds.filter(lambda ex: tf.reduce_any(tf.equal(ex["sha256"], keep)))
+    return ds.map(lambda ex: (ex["inputs"], ex["targets"]), num_parallel_calls=tf.data.AUTOTUNE)
+
+
+def training_games(builder, max_files: int | None) -> dict[str, dict]:
+    """The training split's games (sha256 -> file, frames), the first `max_files` by sha256."""
+    games = builder.info.metadata["report"]["games_used"]["train"]
+    chosen = sorted(games)[:max_files] if max_files else sorted(games)
+    return {sha: games[sha] for sha in chosen}
+
+
+@keras.saving.register_keras_serializable(package="exphil_keras")
+class WarmupSchedule(keras.optimizers.schedules.LearningRateSchedule):
+    """Linear warmup to the peak rate, then `after` (a schedule counted from the warmup's end)."""
+
+    def __init__(self, peak, warmup_steps, after):
+        self.peak = peak
+        self.warmup_steps = warmup_steps
+        self.after = after
+
+    def __call__(self, step):
+        step = keras.ops.cast(step, "float32")
+        warm = self.peak * (step + 1.0) / max(self.warmup_steps, 1)
+        return keras.ops.where(step < self.warmup_steps, warm, self.after(step - self.warmup_steps))
+
+    def get_config(self):
+        return {
+            "peak": self.peak,
+            "warmup_steps": self.warmup_steps,
+            "after": keras.saving.serialize_keras_object(self.after),
+        }
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**{**config, "after": keras.saving.deserialize_keras_object(config["after"])})
+
+
+def learning_rate(config: TrainConfig, steps_per_epoch: int):
+    total = max(config.epochs * steps_per_epoch // config.grad_accumulation, 1)
+    decay_steps = max(total - config.warmup_steps, 1)
+    if config.schedule == "constant":
+        after = keras.optimizers.schedules.PolynomialDecay(
+            config.learning_rate, decay_steps, config.learning_rate
+        )
+    elif config.schedule == "cosine":
+        after = keras.optimizers.schedules.CosineDecay(config.learning_rate, decay_steps)
+    elif config.schedule == "cosine_restarts":
+        after = keras.optimizers.schedules.CosineDecayRestarts(
+            config.learning_rate, max(decay_steps // 8, 1)
+        )
+    else:
+        raise ValueError(f"unknown schedule {config.schedule!r}")
+    if not config.warmup_steps:
+        return after
+    return WarmupSchedule(config.learning_rate, config.warmup_steps, after)
+
+
+class StopOnNaN(keras.callbacks.Callback):
+    """Stops at the first non-finite loss and remembers where, for a clear error."""
+
+    def __init__(self):
+        super().__init__()
+        self.where = None
+        self.epoch = 0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch = epoch
+
+    def on_train_batch_end(self, batch, logs=None):
+        loss = (logs or {}).get("loss")
+        if loss is not None and not math.isfinite(float(loss)):
+            self.where = f"epoch {self.epoch + 1}, batch {batch + 1} (loss {loss})"
+            self.model.stop_training = True
+
+
+def markov1_tables(ds: tf.data.Dataset, stride: int) -> baselines.Markov1:
+    """Markov-1 counts over the training windows; the last `stride` positions of each window
+    are each frame exactly once (stride = window // 2)."""
+    markov = baselines.Markov1()
+    for inputs, targets in tfds.as_numpy(ds.batch(1024)):
+        markov.update(
+            inputs["prev_input"][:, -stride:], {h: v[:, -stride:] for h, v in targets.items()}
+        )
+    return markov
+
+
+def train(config: TrainConfig) -> dict:
+    """Fit a policy per `config`; returns the written preset's metadata."""
+    keras.utils.set_random_seed(config.seed)
+    output = Path(config.output)
+    output.mkdir(parents=True, exist_ok=True)
+    builder = dataset_builder(config)
+    games = training_games(builder, config.max_files)
+    all_train = config.max_files is None
+    train_ds = windows(builder, "train", None if all_train else games)
+    val_ds = windows(builder, "validation")
+    stride = builder.builder_config.stride
+    if all_train:
+        steps_per_epoch = math.ceil(builder.info.splits["train"].num_examples / config.batch_size)
+    else:  # a game gives about (2 * frames / window) windows per perspective
+        steps_per_epoch = max(1, sum(2 * g["frames"] // stride for g in games.values()))
+        steps_per_epoch = math.ceil(steps_per_epoch / config.batch_size)
+    if config.max_steps_per_epoch:
+        steps_per_epoch = min(steps_per_epoch, config.max_steps_per_epoch)
+        train_ds = train_ds.take(steps_per_epoch * config.batch_size)
+
+    model = policy.build_policy(
+        backbone=config.backbone,
+        window=config.window,
+        hidden_size=config.hidden_size,
+        num_layers=config.num_layers,
+        state_size=config.state_size,
+        expand=config.expand,
+        label_smoothing=config.label_smoothing,
+    )
+    optimizer = keras.optimizers.Adam(
+        learning_rate(config, steps_per_epoch),
+        use_ema=config.ema is not None,
+        ema_momentum=config.ema or 0.99,
+        gradient_accumulation_steps=config.grad_accumulation
+        if config.grad_accumulation > 1
+        else None,
+    )
+    model.compile(optimizer=optimizer, jit_compile="auto")
+
+    best = output / "best.keras"
+    nan = StopOnNaN()
+    callbacks = [
+        keras.callbacks.BackupAndRestore(str(output / "backup")),
+        keras.callbacks.ModelCheckpoint(
+            str(best), monitor="val_last_loss", save_best_only=True, mode="min"
+        ),
+        keras.callbacks.TensorBoard(str(output / "logs")),
+        nan,
+    ]
+    if config.patience:
+        callbacks.append(
+            keras.callbacks.EarlyStopping(
+                monitor="val_last_loss", patience=config.patience, mode="min"
+            )
+        )
+    batched = train_ds.shuffle(4096, seed=config.seed).batch(config.batch_size, drop_remainder=True)
+    started = time.perf_counter()
+    history = model.fit(
+        batched.repeat().prefetch(tf.data.AUTOTUNE),
+        steps_per_epoch=steps_per_epoch,
+        epochs=config.epochs,
+        validation_data=val_ds.batch(config.batch_size).prefetch(tf.data.AUTOTUNE),
+        callbacks=callbacks,
+        shuffle=False,  # shuffled above, by tf.data
+    )
+    wall = time.perf_counter() - started
+    if nan.where:
+        raise FloatingPointError(
+            f"training stopped: the loss became NaN or infinite at {nan.where}. Lower "
+            f"--lr, check the data, or resume from {best} (the best finished epoch)."
+        )
+    if best.exists():
+        model = keras.saving.load_model(best, compile=False)
+    model.compile(optimizer=keras.optimizers.Adam(config.learning_rate), jit_compile="auto")
+    validation = model.evaluate(val_ds.batch(config.batch_size), return_dict=True, verbose=0)
+    markov = markov1_tables(windows(builder, "train", games), stride)
+    name = config.name or f"{config.backbone}_custom"
+    metadata = {
+        "name": name,
+        "backbone": config.backbone,
+        "build_policy": {
+            "backbone": config.backbone,
+            "window": config.window,
+            "hidden_size": config.hidden_size,
+            "num_layers": config.num_layers,
+            "state_size": config.state_size,
+            "expand": config.expand,
+            "label_smoothing": config.label_smoothing,
+        },
+        "feature_version": features.FEATURE_VERSION,
+        "window": config.window,
+        "action_delay": config.action_delay,
+        "frame_delay": config.frame_delay,
+        "training": {
+            **dataclasses.asdict(config),
+            "command": config.command or shlex.join(sys.argv),
+            "data": {
+                "dataset": f"slippi_windows/{builder.builder_config.name}",
+                "train_games": games,
+                "train_frames": sum(g["frames"] for g in games.values()),
+            },
+            "epochs_run": len(history.history.get("loss", [])),
+            "wall_seconds": round(wall, 1),
+            "device": f"{keras.backend.backend()} on {platform.processor() or platform.machine()}",
+            "history": {k: [float(x) for x in v] for k, v in history.history.items()},
+        },
+        "validation": {k: float(v) for k, v in validation.items()},
+        "markov1": markov.to_json(),
+    }
+    return zoo.save(model, output / "preset", metadata)
+
+
+def config_from_args(args) -> TrainConfig:
+    """argparse namespace (cli.py's train flags) -> TrainConfig."""
+    backbone = args.backbone
+    if args.temporal and backbone in (None, "mlp"):
+        if backbone == "mlp":
+            raise ValueError("--temporal needs a temporal backbone; mlp sees one frame at a time")
+        backbone = "mamba"
+    return TrainConfig.from_preset(
+        args.preset,
+        replays=args.replays,
+        data_dir=args.data_dir,
+        output=args.output,
+        name=args.name,
+        backbone=backbone,
+        window=args.window_size,
+        hidden_size=args.hidden_size,
+        num_layers=args.num_layers,
+        state_size=args.state_size,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        learning_rate=args.lr,
+        action_delay=args.action_delay,
+        frame_delay=args.frame_delay,
+        max_files=args.max_files,
+        max_steps_per_epoch=args.max_steps_per_epoch,
+        seed=args.seed,
+        command=shlex.join(["exphil", *sys.argv[1:]]),
+    )

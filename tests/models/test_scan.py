@@ -1,0 +1,103 @@
+"""The selective scan against the float64 numpy recurrence, its oracle."""
+
+import keras
+import numpy as np
+import pytest
+from keras import ops
+
+from exphil_keras.ops import LOOPS, selective_scan, selective_scan_ref, selective_scan_step
+
+
+def scan_inputs(length, dt, batch=2, inner=3, state=4, seed=0):
+    """u, delta, A, B, C, D; delta = dt everywhere, or softplus-like random values if dt is None."""
+    rng = np.random.default_rng(seed)
+    delta = (
+        rng.uniform(1e-3, 0.5, (batch, length, inner))
+        if dt is None
+        else np.full((batch, length, inner), dt)
+    )
+    return (
+        rng.normal(size=(batch, length, inner)),
+        delta,
+        -np.exp(rng.normal(size=(inner, state))),
+        rng.normal(size=(batch, length, state)),
+        rng.normal(size=(batch, length, state)),
+        rng.normal(size=inner),
+    )
+
+
+@pytest.mark.parametrize(
+    "length, dt", [(60, None), (60, 0.1), (1024, 0.1), (1024, None), (200, 20.0)]
+)
+def test_scan_matches_float64_reference(length, dt):
+    args = scan_inputs(length, dt)
+    expected = selective_scan_ref(*args)
+    actual = ops.convert_to_numpy(selective_scan(*(a.astype("float32") for a in args)))
+    assert actual.dtype == np.float32
+    assert np.all(np.isfinite(actual))
+    np.testing.assert_allclose(actual, expected, rtol=1e-4, atol=1e-4 * np.abs(expected).max())
+
+
+def test_step_matches_scan():
+    u, delta, A, B, C, D = (a.astype("float32") for a in scan_inputs(30, None))
+    expected = ops.convert_to_numpy(selective_scan(u, delta, A, B, C, D))
+    state = np.zeros((u.shape[0],) + A.shape, "float32")
+    for t in range(u.shape[1]):
+        y_t, state = selective_scan_step(u[:, t], delta[:, t], A, B[:, t], C[:, t], D, state)
+        np.testing.assert_allclose(ops.convert_to_numpy(y_t), expected[:, t], atol=1e-5)
+
+
+@pytest.mark.parametrize("loop", list(LOOPS.get(keras.backend.backend(), LOOPS["torch"])))
+def test_every_candidate_loop_matches_the_reference(loop):
+    args = scan_inputs(61, None)
+    actual = ops.convert_to_numpy(selective_scan(*(a.astype("float32") for a in args), loop=loop))
+    np.testing.assert_allclose(actual, selective_scan_ref(*args), rtol=1e-4, atol=1e-4)
+
+
+def gradients(objective, args):
+    """d objective(*args) / d args on the backend, compiled where the backend compiles."""
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        @tf.function(jit_compile=True)  # where keras.ops.scan's gradient fails
+        def grad(*tensors):
+            with tf.GradientTape() as tape:
+                tape.watch(tensors)
+                value = objective(*tensors)
+            return tape.gradient(value, tensors)
+
+        return [g.numpy() for g in grad(*(tf.constant(a) for a in args))]
+    if backend == "jax":
+        import jax
+
+        return list(jax.jit(jax.grad(objective, argnums=tuple(range(len(args)))))(*args))
+    import torch
+
+    tensors = [torch.tensor(a, requires_grad=True) for a in args]
+    objective(*tensors).backward()
+    return [t.grad.numpy() for t in tensors]
+
+
+def test_scan_gradient_matches_float64_finite_differences():
+    args = [a.astype("float32") for a in scan_inputs(16, None)]
+    weights = np.random.default_rng(2).normal(size=args[0].shape)
+
+    def objective(*tensors):
+        return ops.sum(selective_scan(*tensors) * ops.convert_to_tensor(weights, "float32"))
+
+    def reference(*arrays):
+        return float((selective_scan_ref(*arrays) * weights).sum())
+
+    eps = 1e-6
+    for index, gradient in enumerate(gradients(objective, args)):
+        expected = np.zeros(args[index].shape)
+        for position in np.ndindex(args[index].shape):
+            up, down = [a.astype(np.float64) for a in args], [a.astype(np.float64) for a in args]
+            up[index][position] += eps
+            down[index][position] -= eps
+            expected[position] = (reference(*up) - reference(*down)) / (2 * eps)
+        scale = np.abs(expected).max()
+        np.testing.assert_allclose(
+            np.asarray(gradient), expected, rtol=1e-3, atol=1e-4 * scale, err_msg=f"arg {index}"
+        )

@@ -1,0 +1,150 @@
+"""exphil train / eval / zoo end to end, on the three small real replays of dummy_data."""
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+
+from exphil_keras import eval as evaluation
+from exphil_keras import train, zoo
+from exphil_keras.datasets.slippi_windows import build
+
+DUMMY = Path(train.__file__).resolve().parent / "datasets" / "slippi_windows" / "dummy_data"
+TINY = ["--backbone", "gru", "--hidden-size", "16", "--batch-size", "4"]
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    data_dir = tmp_path_factory.mktemp("tfds")
+    build(DUMMY, data_dir, "w60")
+    return data_dir
+
+
+def exphil(*args, **kwargs):
+    return subprocess.run(
+        [sys.executable, "-m", "exphil_keras.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        **kwargs,
+    )
+
+
+@pytest.fixture(scope="module")
+def trained(data_dir, tmp_path_factory):
+    output = tmp_path_factory.mktemp("run")
+    config = train.TrainConfig(
+        data_dir=str(data_dir), output=str(output), backbone="gru", hidden_size=16,
+        batch_size=4, epochs=2, name="gru_tiny",
+    )  # fmt: skip
+    return output, train.train(config)
+
+
+def test_train_writes_a_preset_that_loads_and_evaluates(trained, data_dir):
+    output, metadata = trained
+    preset = output / "preset"
+    assert metadata["name"] == "gru_tiny" and metadata["training"]["epochs_run"] == 2
+    assert metadata["sha256"]["model.keras"] == zoo.sha256(preset / "model.keras")
+    assert (output / "best.keras").exists() and any((output / "logs").rglob("*tfevents*"))
+    model = zoo.load(preset)
+    assert model.optimizer is not None  # compiled, ready to fine-tune
+    best = keras.saving.load_model(output / "best.keras", compile=False)
+    inputs = {k: v[:2] for k, v in _validation_batch(data_dir)[0].items()}
+    for head, value in model.predict(inputs, verbose=0).items():
+        np.testing.assert_allclose(value, best.predict(inputs, verbose=0)[head], atol=1e-6)
+
+
+def _validation_batch(data_dir):
+    builder = train.dataset_builder(train.TrainConfig(data_dir=str(data_dir)))
+    return next(iter(train.windows(builder, "validation").batch(64).as_numpy_iterator()))
+
+
+def test_eval_matches_the_training_metric_and_reports_baselines(trained, data_dir, tmp_path):
+    output, metadata = trained
+    validation = tmp_path / "validation"
+    validation.mkdir()
+    shutil.copy(DUMMY / "project-slippi__slp_consistencyTest_YoshiVDK-Egg-13.slp", validation)
+    result = evaluation.evaluate_preset(output / "preset", validation)
+    # The same windows as the validation split: eval's float64 loss equals Keras' last_loss.
+    assert result["frames"] == 22
+    assert result["loss"] == pytest.approx(metadata["validation"]["last_loss"], rel=1e-4)
+    assert set(result["heads"]) == {"buttons", "main_x", "main_y", "c_x", "c_y", "shoulder"}
+    assert 0 < result["baselines"]["markov1"]["loss"] < result["loss"]
+    assert 0 <= result["baselines"]["repeat_previous"]["main_x"]["acc"] <= 1
+    # The CLI on the whole folder, restricted to the validation games: the same 22 windows.
+    done = exphil("eval", "--model", str(output / "preset"), "--replays", str(DUMMY),
+                  "--split", "validation", "--json", str(tmp_path / "e.json"))  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert json.loads((tmp_path / "e.json").read_text())["frames"] == 22
+
+
+def test_tampered_weights_are_refused(trained, tmp_path):
+    output, _ = trained
+    copy = tmp_path / "preset"
+    shutil.copytree(output / "preset", copy)
+    data = bytearray((copy / "model.keras").read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    (copy / "model.keras").write_bytes(bytes(data))
+    with pytest.raises(ValueError, match="sha256 .* does not match metadata.json"):
+        zoo.load(copy)
+
+
+def test_unknown_preset_names_the_known_ones():
+    with pytest.raises(ValueError, match="unknown preset 'no_such_preset'") as error:
+        zoo.load("no_such_preset")
+    for name in zoo.list():
+        assert name in str(error.value)
+
+
+@pytest.mark.parametrize("backend", ["jax", "torch"])
+def test_train_cli_on_other_backends(backend, data_dir, tmp_path):
+    done = exphil("train", "--data-dir", str(data_dir), *TINY, "--epochs", "1",
+                  "--backend", backend, "--output", str(tmp_path))  # fmt: skip
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    metadata = zoo.info(tmp_path / "preset")
+    assert metadata["versions"]["backend"] == backend
+    assert np.isfinite(metadata["validation"]["last_loss"])
+
+
+def test_training_resumes_after_a_kill(data_dir, tmp_path):
+    """kill -9 mid-run, start the same command again: it continues from the last epoch."""
+    command = [sys.executable, "-m", "exphil_keras.cli", "train", "--data-dir", str(data_dir),
+               *TINY, "--epochs", "30", "--output", str(tmp_path)]  # fmt: skip
+    run = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    backup = tmp_path / "backup"
+    deadline = time.time() + 300
+    while not any(backup.rglob("*.json")) and run.poll() is None and time.time() < deadline:
+        time.sleep(0.2)
+    time.sleep(1.0)
+    assert run.poll() is None, "the run ended before it could be interrupted"
+    os.kill(run.pid, signal.SIGKILL)
+    run.wait()
+    again = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stderr[-3000:]
+    history = zoo.info(tmp_path / "preset")["training"]["history"]["loss"]
+    assert 0 < len(history) < 30  # the resumed run skipped the epochs already done
+
+
+def test_nan_loss_stops_training_and_says_where():
+    from exphil_keras import policy
+
+    model = policy.build_policy(backbone="mlp", window=8, hidden_size=8, num_layers=1)
+    inputs, targets = policy.example_batch(model, 4)
+    inputs["ego_state"][1, 3, 0] = np.nan
+    stop = train.StopOnNaN()
+    history = model.fit(inputs, targets, epochs=3, batch_size=2, callbacks=[stop], verbose=0)
+    assert stop.where.startswith("epoch 1, batch ") and stop.where.endswith("(loss nan)")
+    assert len(history.history["loss"]) == 1
+
+
+def test_zoo_page_is_generated_from_the_presets_metadata():
+    page = (Path(__file__).resolve().parents[1] / "docs" / "ZOO.md").read_text()
+    assert page.endswith(zoo.markdown_table())
