@@ -12,6 +12,7 @@ import dataclasses
 import math
 import platform
 import shlex
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -155,6 +156,22 @@ def learning_rate(config: TrainConfig, steps_per_epoch: int):
     return WarmupSchedule(config.learning_rate, config.warmup_steps, after)
 
 
+class Backup(keras.callbacks.BackupAndRestore):
+    """BackupAndRestore that survives `kill -9` at any moment: it keeps the previous epoch's
+    backup beside the latest (a write cut short falls back to it), and a backup with no readable
+    copy at all is reported and set aside, so the run starts over instead of failing."""
+
+    def __init__(self, backup_dir):
+        super().__init__(backup_dir, double_checkpoint=True)
+
+    def on_train_begin(self, logs=None):
+        try:
+            super().on_train_begin(logs)
+        except OSError as e:
+            print(f"backup in {self.backup_dir} is unreadable ({e}); starting from epoch 1")
+            shutil.rmtree(self.backup_dir)
+
+
 class StopOnNaN(keras.callbacks.Callback):
     """Stops at the first non-finite loss and remembers where, for a clear error."""
 
@@ -226,7 +243,7 @@ def train(config: TrainConfig) -> dict:
     best = output / "best.keras"
     nan = StopOnNaN()
     callbacks = [
-        keras.callbacks.BackupAndRestore(str(output / "backup")),
+        Backup(str(output / "backup")),
         keras.callbacks.ModelCheckpoint(
             str(best), monitor="val_last_loss", save_best_only=True, mode="min"
         ),

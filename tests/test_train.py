@@ -115,18 +115,18 @@ def test_train_cli_on_other_backends(backend, data_dir, tmp_path):
 
 
 def test_training_resumes_after_a_kill(data_dir, tmp_path):
-    """kill -9 mid-run, start the same command again: it continues from the last epoch."""
+    """kill -9 mid-run, even mid-write of the backup: the same command continues the run."""
     command = [sys.executable, "-m", "exphil_keras.cli", "train", "--data-dir", str(data_dir),
                *TINY, "--epochs", "30", "--output", str(tmp_path)]  # fmt: skip
     run = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    backup = tmp_path / "backup"
+    latest = tmp_path / "backup" / "latest.weights.h5"
+    previous = latest.with_name(latest.name + ".bkp")  # exists from the second epoch on
     deadline = time.time() + 300
-    while not any(backup.rglob("*.json")) and run.poll() is None and time.time() < deadline:
-        time.sleep(0.2)
-    time.sleep(1.0)
-    assert run.poll() is None, "the run ended before it could be interrupted"
+    while not previous.exists() and run.poll() is None and time.time() < deadline:
+        time.sleep(0.1)
     os.kill(run.pid, signal.SIGKILL)
-    run.wait()
+    assert run.wait() == -signal.SIGKILL, "the run ended before it could be interrupted"
+    latest.write_bytes(latest.read_bytes()[: latest.stat().st_size // 2])  # a write cut short
     again = subprocess.run(command, capture_output=True, text=True, timeout=600)
     assert again.returncode == 0, again.stderr[-3000:]
     history = zoo.info(tmp_path / "preset")["training"]["history"]["loss"]
