@@ -69,3 +69,20 @@ class Markov1:
     @classmethod
     def from_json(cls, tables: dict) -> Markov1:
         return cls({head: np.asarray(table, np.int64) for head, table in tables.items()})
+
+
+def figures(prev_input: np.ndarray, targets: dict, markov: Markov1 | None = None) -> dict:
+    """Both baselines on the same frames: `exphil eval`'s "baselines" JSON."""
+    result = {
+        "repeat_previous": {
+            head: {"acc": acc}
+            for head, acc in repeat_previous_accuracy(prev_input, targets).items()
+        }
+    }
+    if markov is not None:
+        nll = markov.nll(prev_input, targets)
+        result["markov1"] = {
+            "loss": float(sum(v.mean() for v in nll.values())),
+            "heads": {head: {"nll": float(v.mean())} for head, v in nll.items()},
+        }
+    return result

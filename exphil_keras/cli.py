@@ -121,6 +121,7 @@ def make_parser() -> argparse.ArgumentParser:
         ("--epochs", int, "epochs"),
         ("--batch-size", int, "windows per batch"),
         ("--lr", float, "peak learning rate"),
+        ("--label-smoothing", float, "on the categorical heads' training loss (not buttons)"),
         ("--action-delay", int, "predict the input this many frames ahead (default 1)"),
         ("--frame-delay", int, "see the game state this many frames late (default 0)"),
         ("--max-files", int, "train on the first N training games"),

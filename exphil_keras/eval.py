@@ -101,20 +101,12 @@ def evaluate(model, replays, metadata: dict, batch_size: int = 256, split: str =
         "loss": sum(v["nll"] for v in heads.values()),
         "frames": int(len(prev)),
         "heads": heads,
-        "baselines": {
-            "repeat_previous": {
-                h: {"acc": a}
-                for h, a in baselines.repeat_previous_accuracy(prev, last_targets).items()
-            }
-        },
+        "baselines": baselines.figures(
+            prev,
+            last_targets,
+            baselines.Markov1.from_json(metadata["markov1"]) if "markov1" in metadata else None,
+        ),
     }
-    if "markov1" in metadata:
-        markov = baselines.Markov1.from_json(metadata["markov1"])
-        markov_nll = markov.nll(prev, last_targets)
-        result["baselines"]["markov1"] = {
-            "loss": float(sum(v.mean() for v in markov_nll.values())),
-            "heads": {h: {"nll": float(v.mean())} for h, v in markov_nll.items()},
-        }
     return result
 
 

@@ -22,6 +22,29 @@ def _id_kind(name):
     return name.rsplit("_", 1)[-1]
 
 
+# (prev_input column, lowest value, classes): the sticks span [-1, 1], the shoulder [0, 1].
+PREVIOUS_INPUT_CLASSES = [
+    *((8 + i, -1.0, features.STICK_BUCKETS) for i in range(len(features.STICK_AXES))),
+    (12, 0.0, features.SHOULDER_BUCKETS),
+]
+
+
+def previous_input_classes(prev_input):
+    """One-hot classes of the previous input's sticks and shoulder, as the heads discretise them.
+
+    Like ExPhil's controller embedding: "press what I pressed" becomes one weight per class
+    instead of a sharp function of the raw stick value, so the policy learns it in few steps.
+    The bucketing is `features.discretise_controller`'s (round half up), in keras.ops.
+    """
+    x = ops.cast(prev_input, "float32")
+    parts = []
+    for column, low, classes in PREVIOUS_INPUT_CLASSES:
+        value = ops.clip(x[..., column], low, 1.0)  # as features.encode_controller clips
+        index = ops.floor((value - low) / (1.0 - low) * (classes - 1) + 0.5)
+        parts.append(ops.one_hot(ops.cast(index, "int32"), classes))
+    return ops.concatenate(parts, axis=-1)
+
+
 class FrameEncoder(keras.layers.Layer):
     """Inputs dict [..., F] / [...] -> [..., hidden]: embeddings + continuous features, projected.
 
@@ -42,6 +65,7 @@ class FrameEncoder(keras.layers.Layer):
 
     def call(self, inputs):
         parts = [ops.cast(inputs[name], self.compute_dtype) for name in features.CONTINUOUS_INPUTS]
+        parts.append(ops.cast(previous_input_classes(inputs["prev_input"]), self.compute_dtype))
         for name in features.CATEGORICAL_INPUTS:
             embedding = self.embeddings[_id_kind(name)]
             ids = ops.clip(ops.cast(inputs[name], "int32"), 0, embedding.input_dim - 1)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import platform
 import shlex
 import shutil
@@ -18,6 +19,7 @@ import time
 from pathlib import Path
 
 import keras
+import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
@@ -277,6 +279,16 @@ def train(config: TrainConfig) -> dict:
     model.compile(optimizer=keras.optimizers.Adam(config.learning_rate), jit_compile="auto")
     validation = model.evaluate(val_ds.batch(config.batch_size), return_dict=True, verbose=0)
     markov = markov1_tables(windows(builder, "train", games), stride)
+    last_prev, last_targets = [], {head: [] for head in features.TARGETS}
+    for inputs, targets in tfds.as_numpy(val_ds.batch(1024)):
+        last_prev.append(inputs["prev_input"][:, -1])
+        for head, value in targets.items():
+            last_targets[head].append(value[:, -1])
+    validation_baselines = baselines.figures(
+        np.concatenate(last_prev),
+        {head: np.concatenate(v) for head, v in last_targets.items()},
+        markov,
+    )
     name = config.name or f"{config.backbone}_custom"
     metadata = {
         "name": name,
@@ -304,13 +316,23 @@ def train(config: TrainConfig) -> dict:
             },
             "epochs_run": len(history.history.get("loss", [])),
             "wall_seconds": round(wall, 1),
-            "device": f"{keras.backend.backend()} on {platform.processor() or platform.machine()}",
+            "device": device(),
             "history": {k: [float(x) for x in v] for k, v in history.history.items()},
         },
-        "validation": {k: float(v) for k, v in validation.items()},
+        "validation": {
+            **{k: float(v) for k, v in validation.items()},
+            "baselines": validation_baselines,
+        },
         "markov1": markov.to_json(),
     }
     return zoo.save(model, output / "preset", metadata)
+
+
+def device() -> str:
+    """Where training ran: the backend and the GPUs, or the CPU cores."""
+    gpus = [d.name for d in tf.config.list_physical_devices("GPU")]
+    where = ", ".join(gpus) if gpus else f"CPU, {os.cpu_count()} cores ({platform.machine()})"
+    return f"{keras.backend.backend()} backend, {where}"
 
 
 def config_from_args(args) -> TrainConfig:
@@ -334,6 +356,7 @@ def config_from_args(args) -> TrainConfig:
         epochs=args.epochs,
         batch_size=args.batch_size,
         learning_rate=args.lr,
+        label_smoothing=args.label_smoothing,
         action_delay=args.action_delay,
         frame_delay=args.frame_delay,
         max_files=args.max_files,

@@ -56,7 +56,8 @@ def sha256(path) -> str:
 def load(name_or_path, compile: bool = True) -> keras.Model:  # noqa: A002  (Keras' own name)
     """The preset's PolicyModel, weights checked against metadata's sha256, loaded in safe mode.
 
-    With `compile=True` it is compiled for fine-tuning: Adam at the preset's learning rate.
+    With `compile=True` it is compiled for fine-tuning: Adam at a tenth of the peak learning
+    rate it was trained with (a trained model overshoots at its training peak).
     """
     folder = _folder(name_or_path)
     metadata = info(folder)
@@ -69,7 +70,7 @@ def load(name_or_path, compile: bool = True) -> keras.Model:  # noqa: A002  (Ker
             )
     model = keras.saving.load_model(folder / MODEL_FILE, compile=False, safe_mode=True)
     if compile:
-        learning_rate = metadata.get("training", {}).get("learning_rate", 1e-4)
+        learning_rate = metadata["training"]["learning_rate"] / 10
         model.compile(optimizer=keras.optimizers.Adam(learning_rate), jit_compile="auto")
     return model
 
@@ -91,18 +92,25 @@ def save(model: keras.Model, folder, metadata: dict) -> dict:
 
 
 def markdown_table(names=None) -> str:
-    """docs/ZOO.md's table, from each preset's metadata.json (so every figure is traceable)."""
+    """docs/ZOO.md's table, from each preset's metadata.json (so every figure is traceable).
+
+    Beside each preset, its baselines on the same validation frames: Markov-1's loss and the
+    main-stick accuracy of repeating the previous input.
+    """
     rows = [
-        "| preset | backbone | parameters | val loss (last position) | main_x acc | main_y acc "
-        "| epochs | wall time | device | command |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| preset | backbone | parameters | val loss | main_x acc | main_y acc | Markov-1 loss "
+        "| repeat-previous main_x / main_y acc | epochs | wall time | device | command |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name in names if names is not None else list():
         meta = info(name)
         val, training = meta["validation"], meta["training"]
+        markov, repeat = val["baselines"]["markov1"], val["baselines"]["repeat_previous"]
         rows.append(
             f"| {name} | {meta['backbone']} | {meta['parameters']:,} | {val['last_loss']:.4f} "
             f"| {val['main_x_accuracy']:.4f} | {val['main_y_accuracy']:.4f} "
+            f"| {markov['loss']:.4f} "
+            f"| {repeat['main_x']['acc']:.4f} / {repeat['main_y']['acc']:.4f} "
             f"| {training['epochs_run']} | {training['wall_seconds'] / 60:.0f} min "
             f"| {training['device']} | `{training['command']}` |"
         )

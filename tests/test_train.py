@@ -78,6 +78,11 @@ def test_eval_matches_the_training_metric_and_reports_baselines(trained, data_di
     assert result["loss"] == pytest.approx(metadata["validation"]["last_loss"], rel=1e-4)
     assert set(result["heads"]) == {"buttons", "main_x", "main_y", "c_x", "c_y", "shoulder"}
     assert 0 < result["baselines"]["markov1"]["loss"] < result["loss"]
+    # Training recorded the same baselines on the same frames, from the dataset.
+    recorded = metadata["validation"]["baselines"]
+    assert result["baselines"]["markov1"]["loss"] == pytest.approx(recorded["markov1"]["loss"])
+    for head, acc in recorded["repeat_previous"].items():
+        assert result["baselines"]["repeat_previous"][head]["acc"] == pytest.approx(acc["acc"])
     assert 0 <= result["baselines"]["repeat_previous"]["main_x"]["acc"] <= 1
     # The CLI on the whole folder, restricted to the validation games: the same 22 windows.
     done = exphil("eval", "--model", str(output / "preset"), "--replays", str(DUMMY),

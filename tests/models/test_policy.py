@@ -6,7 +6,7 @@ import tensorflow as tf
 from keras import ops
 
 from exphil_keras import features
-from exphil_keras.policy import PolicyModel, build_policy, example_batch
+from exphil_keras.policy import PolicyModel, build_policy, example_batch, previous_input_classes
 
 JIT = keras.backend.backend() in ("tensorflow", "jax")  # torch's jit_compile is torch.compile
 
@@ -101,3 +101,20 @@ def test_mixed_bfloat16_steps_and_keeps_the_loss_in_float32(small):
         assert np.isfinite(ops.convert_to_numpy(loss))
     finally:
         keras.config.set_dtype_policy("float32")
+
+
+def test_previous_input_classes_match_the_targets_discretisation():
+    rng = np.random.default_rng(0)
+    prev = rng.uniform(-1, 1, (64, features.NUM_CONTROLLER_FEATURES)).astype("float32")
+    prev[:, 12] = rng.uniform(0, 1, 64)
+    prev[:8, 8:12] = 0.3125  # exactly half-way between two classes
+    expected = features.discretise_controller(prev)
+    one_hot = ops.convert_to_numpy(previous_input_classes(prev))
+    offset = 0
+    for head in ("main_x", "main_y", "c_x", "c_y", "shoulder"):
+        classes = features.TARGETS[head]
+        np.testing.assert_array_equal(
+            one_hot[:, offset : offset + classes].argmax(-1), expected[head]
+        )
+        offset += classes
+    assert offset == one_hot.shape[-1]
