@@ -105,7 +105,11 @@ def make_parser() -> argparse.ArgumentParser:
     )
     train.add_argument("--replays", help="folder of .slp files (to build the dataset from)")
     train.add_argument("--data-dir", help="TFDS data dir (default: TFDS's)")
-    train.add_argument("--preset", choices=["gpu_mlp_quick", "gpu_standard", "production"])
+    train.add_argument(
+        "--preset",
+        choices=["gpu_mlp_quick", "gpu_standard", "production"],
+        help="ExPhil's training presets (their values: exphil_keras.train.PRESETS, docs/ZOO.md)",
+    )
     train.add_argument(
         "--temporal", action="store_true", help="a temporal backbone (mamba unless --backbone)"
     )
