@@ -203,15 +203,21 @@ class Replay:
     perspectives: list[Perspective]
 
 
-def file_sha256(path) -> str:
+def sha256_hex(path) -> str:
+    """The file's sha256, read in 1 MiB blocks (replays and preset weights alike)."""
     digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def file_sha256(path) -> str:
+    """A replay's sha256; a file that cannot be read is a ReplaySkipped, like any bad replay."""
     try:
-        with open(path, "rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                digest.update(block)
+        return sha256_hex(path)
     except OSError as e:
         raise ReplaySkipped(path, f"unreadable ({type(e).__name__}: {e.strerror})") from None
-    return digest.hexdigest()
 
 
 # Substrings of peppi's error text -> what they mean for the user.

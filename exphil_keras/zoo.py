@@ -8,13 +8,13 @@ trained, what it scored, the sha256 of every file). Shipped presets live in the 
 from __future__ import annotations
 
 import builtins
-import hashlib
 import json
 from pathlib import Path
 
 import keras
 
 from exphil_keras import policy  # noqa: F401  (registers PolicyModel for loading)
+from exphil_keras.features import sha256_hex as sha256
 
 SHIPPED = Path(__file__).resolve().parent / "presets"
 MODEL_FILE = "model.keras"
@@ -43,14 +43,6 @@ def _folder(name_or_path) -> Path:
 def info(name_or_path) -> dict:
     """The preset's metadata.json."""
     return json.loads((_folder(name_or_path) / METADATA_FILE).read_text())
-
-
-def sha256(path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def load(name_or_path, compile: bool = True) -> keras.Model:  # noqa: A002  (Keras' own name)
