@@ -15,7 +15,15 @@ def _build_data(args) -> int:
     from exphil_keras.datasets.slippi_windows import build
 
     with logging_redirect_tqdm():  # skip messages print above the progress bar, not through it
-        builder, report = build(args.replays, args.data_dir, args.config, overwrite=args.overwrite)
+        builder, report = build(
+            args.replays,
+            args.data_dir,
+            args.config,
+            overwrite=args.overwrite,
+            beam_runner=args.beam_runner,
+            beam_args=args.beam_option,
+            memory_buffer_mb=args.memory_buffer_mb,
+        )
     if not report.files_read and not report.skipped:
         print(f"dataset already built at {builder.data_dir} (--overwrite rebuilds it)")
         return 0
@@ -90,6 +98,25 @@ def make_parser() -> argparse.ArgumentParser:
     build.add_argument(
         "--overwrite", action="store_true", help="rebuild even if the dataset already exists"
     )
+    build.add_argument(
+        "--memory-buffer-mb",
+        type=int,
+        help="examples the writer shuffles in memory before spilling to disk (default: TFDS's "
+        "1000 MB); memory use is this plus one replay, whatever the corpus size",
+    )
+    build.add_argument(
+        "--beam-runner",
+        help="read the replays in an Apache Beam pipeline on this runner (DirectRunner, "
+        "DataflowRunner, FlinkRunner, ...; needs the beam extra). Default: one local process",
+    )
+    build.add_argument(
+        "--beam-option",
+        action="append",
+        default=[],
+        metavar="OPTION",
+        help="a Beam pipeline option, repeatable: --beam-option=--direct_num_workers=2 "
+        "--beam-option=--direct_running_mode=multi_processing (docs/SCALING.md)",
+    )
     build.set_defaults(run=_build_data)
 
     train = commands.add_parser(
@@ -139,6 +166,14 @@ def make_parser() -> argparse.ArgumentParser:
         choices=["tensorflow", "jax", "torch"],
         help="Keras backend (default: KERAS_BACKEND or tensorflow)",
     )
+    train.add_argument(
+        "--distribute",
+        choices=["none", "data-parallel"],
+        default="none",
+        help="data-parallel: every local device (GPUs, or XLA_FLAGS' virtual CPUs) through "
+        "keras.distribution on JAX, tf.distribute on TensorFlow; multi-host when the "
+        "backend's cluster variables are set (docs/SCALING.md). --batch-size is global",
+    )
     train.add_argument("--output", default="runs/exphil", help="run folder (default runs/exphil)")
     train.set_defaults(run=_train)
 
@@ -179,6 +214,13 @@ def main(argv=None) -> int:
         return args.run(args)
     except (FileNotFoundError, NotADirectoryError, ValueError, FloatingPointError) as e:
         print(f"exphil {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except MemoryError as e:
+        print(
+            f"exphil {args.command}: error: out of memory ({e or 'MemoryError'}); "
+            "build-data: lower --memory-buffer-mb; train: lower --batch-size",
+            file=sys.stderr,
+        )
         return 2
     except KeyboardInterrupt:
         print(f"exphil {args.command}: interrupted; nothing partial was kept", file=sys.stderr)

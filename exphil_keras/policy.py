@@ -8,6 +8,7 @@ for the agent through `initial_state` / `step`, which equal the windowed forward
 import keras
 import numpy as np
 from keras import ops
+from keras.src.losses.loss import scale_loss_for_distribution
 
 from exphil_keras import backbones, features
 from exphil_keras.ops import compile_function
@@ -211,7 +212,9 @@ class PolicyModel(keras.Model):
                 "PolicyModel weighs every position equally; sample weights unsupported"
             )
         losses = head_losses(y, y_pred, self.label_smoothing)
-        return sum(ops.mean(loss) for loss in losses.values())
+        # Under tf.distribute each replica's loss is scaled by 1 / replicas, as Keras does for
+        # its compiled losses (there is no public alias); a no-op on one device and on JAX.
+        return scale_loss_for_distribution(sum(ops.mean(loss) for loss in losses.values()))
 
     def compute_metrics(self, x, y, y_pred, sample_weight=None):
         """last_loss (no smoothing, last position: seed-comparable), per-head NLL and accuracy."""

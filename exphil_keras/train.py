@@ -23,7 +23,7 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-from exphil_keras import baselines, features, policy, zoo
+from exphil_keras import baselines, distribution, features, policy, zoo
 from exphil_keras.datasets import slippi_windows
 
 # ExPhil's training presets (DESIGN.md); explicit flags override them.
@@ -73,6 +73,7 @@ class TrainConfig:
     max_steps_per_epoch: int | None = None  # for smoke runs
     seed: int = 0
     preset: str | None = None
+    distribute: str = "none"  # none | data-parallel (exphil_keras.distribution)
     command: str = ""
 
     @classmethod
@@ -205,6 +206,11 @@ def markov1_tables(ds: tf.data.Dataset, stride: int) -> baselines.Markov1:
 
 def train(config: TrainConfig) -> dict:
     """Fit a policy per `config`; returns the written preset's metadata."""
+    strategy, replicas = distribution.scope(config.distribute)  # before TF's first op
+    if config.batch_size % replicas:
+        raise ValueError(
+            f"--batch-size {config.batch_size} does not divide over {replicas} devices"
+        )
     keras.utils.set_random_seed(config.seed)
     output = Path(config.output)
     output.mkdir(parents=True, exist_ok=True)
@@ -223,24 +229,25 @@ def train(config: TrainConfig) -> dict:
         steps_per_epoch = min(steps_per_epoch, config.max_steps_per_epoch)
         train_ds = train_ds.take(steps_per_epoch * config.batch_size)
 
-    model = policy.build_policy(
-        backbone=config.backbone,
-        window=config.window,
-        hidden_size=config.hidden_size,
-        num_layers=config.num_layers,
-        state_size=config.state_size,
-        expand=config.expand,
-        label_smoothing=config.label_smoothing,
-    )
-    optimizer = keras.optimizers.Adam(
-        learning_rate(config, steps_per_epoch),
-        use_ema=config.ema is not None,
-        ema_momentum=config.ema or 0.99,
-        gradient_accumulation_steps=config.grad_accumulation
-        if config.grad_accumulation > 1
-        else None,
-    )
-    model.compile(optimizer=optimizer, jit_compile="auto")
+    with strategy:
+        model = policy.build_policy(
+            backbone=config.backbone,
+            window=config.window,
+            hidden_size=config.hidden_size,
+            num_layers=config.num_layers,
+            state_size=config.state_size,
+            expand=config.expand,
+            label_smoothing=config.label_smoothing,
+        )
+        optimizer = keras.optimizers.Adam(
+            learning_rate(config, steps_per_epoch),
+            use_ema=config.ema is not None,
+            ema_momentum=config.ema or 0.99,
+            gradient_accumulation_steps=config.grad_accumulation
+            if config.grad_accumulation > 1
+            else None,
+        )
+        model.compile(optimizer=optimizer, jit_compile="auto")
 
     best = output / "best.keras"
     nan = StopOnNaN()
@@ -258,10 +265,17 @@ def train(config: TrainConfig) -> dict:
                 monitor="val_last_loss", patience=config.patience, mode="min"
             )
         )
-    batched = train_ds.shuffle(4096, seed=config.seed).batch(config.batch_size, drop_remainder=True)
+    # One endless stream shuffled with fixed seeds (reshuffle_each_iteration would draw them from
+    # a seed resource, which tf.distribute's rewrite of the pipeline re-creates differently), so
+    # every device count sees the same batches in the same order.
+    batched = (
+        train_ds.repeat()
+        .shuffle(4096, seed=config.seed, reshuffle_each_iteration=False)
+        .batch(config.batch_size, drop_remainder=True)
+    )
     started = time.perf_counter()
     history = model.fit(
-        batched.repeat().prefetch(tf.data.AUTOTUNE),
+        batched.prefetch(tf.data.AUTOTUNE),
         steps_per_epoch=steps_per_epoch,
         epochs=config.epochs,
         validation_data=val_ds.batch(config.batch_size).prefetch(tf.data.AUTOTUNE),
@@ -317,6 +331,7 @@ def train(config: TrainConfig) -> dict:
             "epochs_run": len(history.history.get("loss", [])),
             "wall_seconds": round(wall, 1),
             "device": device(),
+            "replicas": replicas,
             "history": {k: [float(x) for x in v] for k, v in history.history.items()},
         },
         "validation": {
@@ -362,5 +377,6 @@ def config_from_args(args) -> TrainConfig:
         max_files=args.max_files,
         max_steps_per_epoch=args.max_steps_per_epoch,
         seed=args.seed,
+        distribute=args.distribute,
         command=shlex.join(["exphil", *sys.argv[1:]]),
     )

@@ -1,8 +1,10 @@
 """The slippi_windows TFDS dataset, built from the real replays, loaded as a user would."""
 
+import resource
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,17 +13,38 @@ from shared_data import BAD_REPLAYS, REPLAYS
 
 import exphil_keras  # noqa: F401  (registers slippi_windows)
 from exphil_keras import features
-from exphil_keras.datasets.slippi_windows import build
+from exphil_keras.datasets.slippi_windows import BuildReport, build
 
 W = 60
+
+
+# The full build runs as `exphil build-data` in a process whose data memory is capped below the
+# size of the dataset it writes (1.3 GB): the build streams, one replay and a bounded writer
+# buffer at a time. (With TFDS's default 1000 MB buffer the same cap fails: MemoryError.)
+MEMORY_CAP_MB = 1024
+
+
+def _cap_memory():
+    cap = MEMORY_CAP_MB << 20
+    resource.setrlimit(resource.RLIMIT_DATA, (cap, cap))
 
 
 @pytest.fixture(scope="module")
 def full_build(tmp_path_factory):
     """One full build of ../shared/replays, shared by the tests of this module."""
     data_dir = tmp_path_factory.mktemp("tfds")
-    builder, report = build(REPLAYS, data_dir, "w60")
-    return data_dir, builder, report
+    cmd = [sys.executable, "-m", "exphil_keras.cli", "build-data", "--replays", str(REPLAYS)]
+    cmd += ["--data-dir", str(data_dir), "--memory-buffer-mb", "64"]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=900, preexec_fn=_cap_memory)
+    assert done.returncode == 0, done.stderr[-3000:]
+    builder = tfds.builder("slippi_windows/w60", data_dir=data_dir)
+    return data_dir, builder, BuildReport(**builder.info.metadata["report"])
+
+
+def test_the_capped_build_wrote_more_than_its_memory_cap(full_build):
+    _, builder, _ = full_build
+    written = sum(f.stat().st_size for f in Path(builder.data_dir).glob("*.tfrecord*"))
+    assert written > MEMORY_CAP_MB << 20
 
 
 def load(split, data_dir, replays=REPLAYS, config="w60", **kwargs):

@@ -1,0 +1,107 @@
+"""Scale-out on existing engines: data-parallel training on 2 virtual CPU devices
+(keras.distribution on JAX, tf.distribute on TensorFlow) and the Apache Beam build."""
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tensorflow_datasets as tfds
+from shared_data import BAD_REPLAYS, REPLAYS
+
+from exphil_keras import train, zoo
+from exphil_keras.datasets.slippi_windows import build
+
+DUMMY = Path(train.__file__).resolve().parent / "datasets" / "slippi_windows" / "dummy_data"
+TWO_CPUS = "--xla_force_host_platform_device_count=2"
+# Same global batch, same data order: the 2-device run is the 1-device run up to float32
+# reduction order.
+RTOL = 1e-5
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    data_dir = tmp_path_factory.mktemp("tfds")
+    build(DUMMY, data_dir, "w60")
+    return data_dir
+
+
+def _train(data_dir, output, backend, distribute) -> dict:
+    cmd = [sys.executable, "-m", "exphil_keras.cli", "train", "--data-dir", str(data_dir)]
+    cmd += ["--backbone", "gru", "--hidden-size", "16", "--batch-size", "4", "--epochs", "2"]
+    cmd += ["--backend", backend, "--distribute", distribute, "--output", str(output)]
+    env = {**os.environ, "XLA_FLAGS": TWO_CPUS}
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads((output / "preset" / "metadata.json").read_text())
+
+
+@pytest.mark.parametrize("backend", ["tensorflow", "jax"])
+def test_data_parallel_on_two_devices_follows_the_one_device_run(backend, data_dir, tmp_path):
+    single = _train(data_dir, tmp_path / "single", backend, "none")
+    parallel = _train(data_dir, tmp_path / "parallel", backend, "data-parallel")
+    assert single["training"]["replicas"] == 1 and parallel["training"]["replicas"] == 2
+    for key in ("loss", "last_loss", "val_last_loss"):
+        np.testing.assert_allclose(
+            parallel["training"]["history"][key], single["training"]["history"][key], rtol=RTOL
+        )
+    # Saved by the 2-device run, loaded here on one device: the same validation loss.
+    model = zoo.load(tmp_path / "parallel" / "preset")
+    builder = train.dataset_builder(train.TrainConfig(data_dir=str(data_dir)))
+    ds = train.windows(builder, "validation").batch(4)
+    result = model.evaluate(ds, return_dict=True, verbose=0)
+    assert result["last_loss"] == pytest.approx(parallel["validation"]["last_loss"], rel=RTOL)
+
+
+def test_data_parallel_refuses_a_batch_that_does_not_divide(data_dir, tmp_path):
+    cmd = [sys.executable, "-m", "exphil_keras.cli", "train", "--data-dir", str(data_dir)]
+    cmd += ["--batch-size", "3", "--backend", "jax", "--distribute", "data-parallel"]
+    cmd += ["--output", str(tmp_path / "run")]
+    env = {**os.environ, "XLA_FLAGS": TWO_CPUS}
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
+    assert done.returncode == 2 and "does not divide over 2 devices" in done.stderr
+
+
+def _examples(builder) -> dict:
+    """(sha256, port, first_frame) -> checksum of the example's inputs and targets."""
+    out = {}
+    for split in builder.info.splits:
+        for ex in tfds.as_numpy(builder.as_dataset(split=split)):
+            digest = hashlib.sha256()
+            for group in ("inputs", "targets"):
+                for name in sorted(ex[group]):
+                    digest.update(name.encode() + ex[group][name].tobytes())
+            out[(split, ex["sha256"].decode(), int(ex["port"]), int(ex["first_frame"]))] = (
+                digest.hexdigest()
+            )
+    return out
+
+
+def test_the_beam_build_equals_the_plain_build(tmp_path):
+    replays = tmp_path / "replays"
+    replays.mkdir()
+    for path in sorted(REPLAYS.glob("*.slp"))[:14] + [
+        BAD_REPLAYS / "hohav__tests_data_corrupt.slp"
+    ]:
+        (replays / path.name).symlink_to(path)
+    plain, plain_report = build(replays, tmp_path / "plain", "w60")
+    beam, beam_report = build(
+        replays,
+        tmp_path / "beam",
+        "w60",
+        beam_runner="DirectRunner",
+        beam_args=["--direct_num_workers=2", "--direct_running_mode=multi_processing"],
+    )
+    plain_figures, beam_figures = plain_report.to_dict(), beam_report.to_dict()
+    assert plain_figures.pop("seconds") > 0 and beam_figures.pop("seconds") > 0
+    assert beam_figures == plain_figures
+    assert plain_report.files_read >= 5 and len(plain_report.skipped) >= 2
+    assert beam.info.metadata["report"]["games_used"] == plain_figures["games_used"]
+    assert not list(Path(beam.data_dir).glob("beam_build_summaries*"))
+    examples = _examples(plain)
+    assert len(examples) == sum(plain_report.windows.values())
+    assert _examples(beam) == examples
