@@ -15,33 +15,15 @@ import json
 import os
 import subprocess
 import sys
-import time
 
 import numpy as np
 
-ONE_THREAD = {
-    "OMP_NUM_THREADS": "1",
-    "TF_NUM_INTRAOP_THREADS": "1",
-    "TF_NUM_INTEROP_THREADS": "1",
-    "XLA_FLAGS": "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1",
-}
+from exphil_keras.bench import ONE_THREAD, timings_ms
+
 DEFAULTS = {"hidden_size": 256, "num_layers": 2, "state_size": 16}
 WINDOW = 60
 ARCHITECTURES = ["mlp", "lstm", "gru", "attention", "mamba", "jamba"]
 TORCH_REFERENCE = {"lstm": "torch LSTM", "gru": "torch GRU", "attention": "torch Transformer"}
-
-
-def timings_ms(function, repeats, warmup=10):
-    """Median and p99 wall time of `function()` in milliseconds, after `warmup` calls."""
-    for _ in range(warmup):
-        function()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        function()
-        times.append(time.perf_counter() - start)
-    times = np.asarray(times) * 1e3
-    return {"median": float(np.median(times)), "p99": float(np.percentile(times, 99))}
 
 
 def keras_worker(step_repeats, window_repeats):

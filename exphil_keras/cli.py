@@ -56,6 +56,40 @@ def _eval(args) -> int:
     return 0
 
 
+def _export(args) -> int:
+    from exphil_keras import export
+
+    written = export.export(args.model, args.output, args.format)
+    print(f"{args.format} of {args.model} written to {written}")
+    return 0
+
+
+def _bench(args) -> int:
+    from exphil_keras import bench
+
+    backbones = [b.strip() for b in args.backbones.split(",") if b.strip()]
+    unknown = sorted(set(backbones) - set(bench.BACKBONES))
+    if unknown:
+        raise ValueError(f"unknown backbone(s) {unknown}; choose from {list(bench.BACKBONES)}")
+    results = bench.run(
+        replays=args.replays,
+        data_dir=args.data_dir,
+        out=args.out,
+        work_dir=args.work_dir,
+        backbones=backbones,
+        epochs=args.epochs,
+        hidden_size=args.hidden_size,
+        batch_size=args.batch_size,
+        max_files=args.max_files or None,
+        latency_repeats=args.latency_repeats,
+    )
+    if args.docs:
+        bench.update_docs(results, Path(args.docs))
+    print(bench.markdown(results))
+    print(f"\nwritten: {Path(args.out) / 'results.json'}, results.md, *.png")
+    return 0
+
+
 def _zoo(args) -> int:
     from exphil_keras import zoo
 
@@ -198,6 +232,51 @@ def make_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--batch-size", type=int, default=256)
     evaluate.add_argument("--backend", choices=["tensorflow", "jax", "torch"])
     evaluate.set_defaults(run=_eval)
+
+    exporter = commands.add_parser(
+        "export",
+        help="export a preset as a SavedModel (serve + step endpoints) or ONNX",
+        description=(
+            "SavedModel: endpoints `serve` (windows -> logits) and `step` (one frame + the "
+            "streaming state as tensors state_0.. -> logits + next_state_0..), from the "
+            "TensorFlow or the JAX backend. ONNX: serve.onnx and step.onnx (with the "
+            "SavedModel they come from, in OUTPUT/savedmodel), from the TensorFlow backend."
+        ),
+    )
+    exporter.add_argument("--model", required=True, help="preset name or preset folder")
+    exporter.add_argument("--output", required=True, help="folder to write")
+    exporter.add_argument("--format", choices=["savedmodel", "onnx"], default="savedmodel")
+    exporter.add_argument("--backend", choices=["tensorflow", "jax"])
+    exporter.set_defaults(run=_export)
+
+    bench = commands.add_parser(
+        "bench",
+        help="train and time every backbone at one size: ExPhil's architecture tables",
+        description=(
+            "Each backbone trains at one comparable size on the same games, split and seed "
+            "(one `exphil train` process each, so peak memory is its own), then is timed at "
+            "batch 1 on one CPU thread. Writes OUT/results.json, results.md and PNG plots; "
+            "--docs also rewrites the measured tables of ARCHITECTURES.md and the backbone pages."
+        ),
+    )
+    bench.add_argument("--replays", help="folder of .slp files (to build the dataset from)")
+    bench.add_argument("--data-dir", help="TFDS data dir (default: TFDS's)")
+    bench.add_argument("--epochs", type=int, default=3, help="epochs per backbone (default 3)")
+    bench.add_argument(
+        "--backbones",
+        default="mlp,lstm,gru,attention,mamba,jamba",
+        help="comma-separated (default: all six)",
+    )
+    bench.add_argument("--hidden-size", type=int, default=128, help="every backbone's width")
+    bench.add_argument("--batch-size", type=int, default=256)
+    bench.add_argument(
+        "--max-files", type=int, default=50, help="training games, by sha256 (0: all; default 50)"
+    )
+    bench.add_argument("--latency-repeats", type=int, default=300)
+    bench.add_argument("--out", default="runs/bench/results", help="where the results go")
+    bench.add_argument("--work-dir", default="runs/bench", help="the training runs' folders")
+    bench.add_argument("--docs", help="docs folder whose measured tables to rewrite")
+    bench.set_defaults(run=_bench)
 
     presets = commands.add_parser("zoo", help="list the shipped presets, or show one's metadata")
     presets.add_argument("name", nargs="?", help="a preset to describe")

@@ -193,6 +193,36 @@ class StopOnNaN(keras.callbacks.Callback):
             self.model.stop_training = True
 
 
+class Throughput(keras.callbacks.Callback):
+    """Per epoch: training batches after the first and their seconds (validation excluded, and
+    the first batch, which pays for compilation)."""
+
+    def __init__(self):
+        super().__init__()
+        self.epochs = []
+
+    def on_train_batch_end(self, batch, logs=None):
+        now = time.perf_counter()
+        if batch == 0:
+            self.start = now
+            self.epochs.append({"batches": 0, "seconds": 0.0})
+        else:
+            self.epochs[-1] = {"batches": batch, "seconds": round(now - self.start, 3)}
+
+
+def peak_device_memory() -> int | None:
+    """Peak bytes in use on the first GPU (None on CPU)."""
+    if keras.backend.backend() == "jax":
+        import jax
+
+        device = jax.devices()[0]
+        stats = device.memory_stats() if device.platform == "gpu" else None
+        return stats.get("peak_bytes_in_use") if stats else None
+    if tf.config.list_physical_devices("GPU"):
+        return tf.config.experimental.get_memory_info("GPU:0")["peak"]
+    return None
+
+
 def markov1_tables(ds: tf.data.Dataset, stride: int) -> baselines.Markov1:
     """Markov-1 counts over the training windows; the last `stride` positions of each window
     are each frame exactly once (stride = window // 2)."""
@@ -251,7 +281,9 @@ def train(config: TrainConfig) -> dict:
 
     best = output / "best.keras"
     nan = StopOnNaN()
+    throughput = Throughput()
     callbacks = [
+        throughput,
         Backup(str(output / "backup")),
         keras.callbacks.ModelCheckpoint(
             str(best), monitor="val_last_loss", save_best_only=True, mode="min"
@@ -332,6 +364,8 @@ def train(config: TrainConfig) -> dict:
             "wall_seconds": round(wall, 1),
             "device": device(),
             "replicas": replicas,
+            "throughput": throughput.epochs,
+            "peak_device_memory_bytes": peak_device_memory(),
             "history": {k: [float(x) for x in v] for k, v in history.history.items()},
         },
         "validation": {

@@ -50,3 +50,14 @@ def test_summary_counts_parameters():
     mamba_block = h * 2 * e + 5 * e + e * (rank + 2 * n) + rank * e + 2 * e + e * n + e * h
     assert counts["mamba"] == 2 * mamba_block + norms
     assert counts["jamba"] == mamba_block + 4 * h * h + norms
+
+
+def test_mlp_gelu_is_the_exact_gelu_within_float32():
+    import math
+
+    from exphil_keras.backbones.mlp import gelu
+
+    x = np.linspace(-8, 8, 4001)
+    exact = np.array([0.5 * v * (1 + math.erf(v / math.sqrt(2))) for v in x])  # float64
+    got = ops.convert_to_numpy(gelu(ops.convert_to_tensor(x, "float32")))
+    np.testing.assert_allclose(got, exact, atol=2e-6, rtol=0)

@@ -1,0 +1,71 @@
+"""Exported policies equal the Keras model: the SavedModel's `serve` and `step` endpoints (from
+TensorFlow and JAX) and the ONNX files (from TensorFlow), run by TensorFlow and onnxruntime."""
+
+import keras
+import numpy as np
+import pytest
+
+from exphil_keras import export
+from exphil_keras.policy import build_policy, example_batch
+
+BACKEND = keras.backend.backend()
+pytestmark = pytest.mark.skipif(BACKEND == "torch", reason="SavedModel export: TF and JAX")
+FRAMES = 20  # steps: more than the attention span of 8, so the window slides
+TOLERANCE = 1e-4
+
+
+def _keras_outputs(model, inputs):
+    return {k: keras.ops.convert_to_numpy(v) for k, v in model(inputs).items()}
+
+
+def _window(inputs, frames):
+    """The last `frames` frames: `serve` takes the training window's length."""
+    return {k: v[:, -frames:] for k, v in inputs.items()}
+
+
+def _assert_close(actual: dict, expected: dict, t=None):
+    for head, value in expected.items():
+        want = value if t is None else value[:, t]
+        np.testing.assert_allclose(np.asarray(actual[head]), want, atol=TOLERANCE, rtol=0)
+
+
+def test_savedmodel_serve_and_step_equal_keras(architecture, small, tmp_path):
+    import tensorflow as tf
+
+    model = build_policy(architecture, **small)
+    inputs, _ = example_batch(model, 2, num_frames=FRAMES)
+    expected = _keras_outputs(model, inputs)
+    loaded = tf.saved_model.load(str(export.savedmodel(model, tmp_path / "saved")))
+    window = _window(inputs, model.window)
+    served = loaded.serve({k: tf.constant(v) for k, v in window.items()})
+    _assert_close({k: v.numpy() for k, v in served.items()}, _keras_outputs(model, window))
+    state = export.initial_state(model, 2)
+    for t in range(FRAMES):  # the reloaded step, fed its own state, equals serve frame by frame
+        frame = {k: tf.constant(v[:, t]) for k, v in inputs.items()}
+        out = loaded.step(frame, *[tf.constant(s) for s in state])
+        state = [out[f"next_state_{i}"].numpy() for i in range(len(state))]
+        _assert_close({k: out[k].numpy() for k in expected}, expected, t)
+
+
+@pytest.mark.skipif(BACKEND != "tensorflow", reason="ONNX is converted from TensorFlow's graph")
+def test_onnx_serve_and_step_equal_keras(architecture, small, tmp_path):
+    import onnxruntime
+
+    model = build_policy(architecture, **small)
+    inputs, _ = example_batch(model, 2, num_frames=FRAMES)
+    expected = _keras_outputs(model, inputs)
+    files = export.onnx(export.savedmodel(model, tmp_path / "saved"), tmp_path / "onnx")
+    serve = onnxruntime.InferenceSession(str(files["serve"]))
+    names = [o.name for o in serve.get_outputs()]
+    window = _window(inputs, model.window)
+    served = dict(zip(names, serve.run(None, window), strict=True))
+    _assert_close(served, _keras_outputs(model, window))
+    step = onnxruntime.InferenceSession(str(files["step"]))
+    names = [o.name for o in step.get_outputs()]
+    state = export.initial_state(model, 2)
+    for t in range(FRAMES):
+        feed = {k: v[:, t] for k, v in inputs.items()}
+        feed |= {f"state_{i}": s for i, s in enumerate(state)}
+        out = dict(zip(names, step.run(None, feed), strict=True))
+        state = [out[f"next_state_{i}"] for i in range(len(state))]
+        _assert_close(out, expected, t)
