@@ -2,9 +2,10 @@
 
 Per backbone: the compiled one-frame `step`, the compiled windowed forward (60 frames) and the
 policy model's `step` (embeddings + backbone + heads: what the agent pays per frame), median and
-p99, beside plain PyTorch modules of matching size
-timed in the same run; plus the selective scan in each candidate time loop of the backend
-(`exphil_keras.ops.LOOPS`; T = 60, D*N = 8192), which is how the scan's loop is picked.
+p99, beside plain PyTorch modules of matching size timed in the same run; plus the selective
+scan in each candidate time loop of the backend (`exphil_keras.ops.LOOPS`; T = 60, D*N = 8192),
+which is how the scan's loop is picked. Then, per shipped preset, its `step` three ways: Keras
+(TensorFlow), the exported SavedModel's `step` endpoint and onnxruntime's `step.onnx`.
 
     python bench/latency.py                      # TensorFlow and JAX, one subprocess each
     python bench/latency.py --backends jax torch
@@ -93,6 +94,60 @@ def keras_worker(step_repeats, window_repeats):
     print("RESULT " + json.dumps(results))
 
 
+def exported_worker(step_repeats, presets):
+    """TensorFlow process, one thread: per preset, the Keras `step`, the reloaded SavedModel's
+    `step` endpoint and onnxruntime's `step.onnx`, each fed its own state; prints JSON."""
+    import tensorflow as tf
+
+    tf.config.threading.set_intra_op_parallelism_threads(1)
+    tf.config.threading.set_inter_op_parallelism_threads(1)
+    results = {name: time_exported_steps(name, step_repeats) for name in presets}
+    print("RESULT " + json.dumps(results))
+
+
+def time_exported_steps(name, step_repeats):
+    import tempfile
+
+    import onnxruntime
+    import tensorflow as tf
+
+    from exphil_keras import export, zoo
+    from exphil_keras.policy import example_batch
+
+    model = zoo.load(name, compile=False)
+    inputs, _ = example_batch(model, 1)
+    frame = {k: v[:, -1] for k, v in inputs.items()}
+    tf_frame = {k: tf.constant(v) for k, v in frame.items()}
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = options.inter_op_num_threads = 1
+    with tempfile.TemporaryDirectory() as folder:
+        files = export.onnx(export.savedmodel(model, f"{folder}/saved"), folder)
+        saved = tf.saved_model.load(f"{folder}/saved")
+        session = onnxruntime.InferenceSession(str(files["step"]), options)
+    outputs = [o.name for o in session.get_outputs()]
+    keras_state = [model.initial_state(1)]
+    saved_state = [[tf.constant(s) for s in export.initial_state(model)]]
+    onnx_state = [export.initial_state(model)]
+
+    def keras_step():
+        _, keras_state[0] = model.step(tf_frame, keras_state[0])
+
+    def saved_step():
+        out = saved.step(tf_frame, *saved_state[0])
+        saved_state[0] = [out[f"next_state_{i}"] for i in range(len(saved_state[0]))]
+
+    def onnx_step():
+        feed = frame | {f"state_{i}": s for i, s in enumerate(onnx_state[0])}
+        out = dict(zip(outputs, session.run(None, feed), strict=True))
+        onnx_state[0] = [out[f"next_state_{i}"] for i in range(len(onnx_state[0]))]
+
+    return {
+        "keras step (TF)": timings_ms(keras_step, step_repeats),
+        "SavedModel step": timings_ms(saved_step, step_repeats),
+        "onnxruntime step": timings_ms(onnx_step, step_repeats),
+    }
+
+
 def torch_references(step_repeats, window_repeats):
     """Plain PyTorch GRU/LSTM (step and window) and a 2-layer pre-norm TransformerEncoder."""
     import torch
@@ -129,9 +184,9 @@ def torch_references(step_repeats, window_repeats):
     return results
 
 
-def run_worker(backend, step_repeats, window_repeats):
+def run_worker(backend, *args, flag="--worker"):
     env = {**os.environ, **ONE_THREAD, "KERAS_BACKEND": backend}
-    command = [sys.executable, __file__, "--worker", str(step_repeats), str(window_repeats)]
+    command = [sys.executable, __file__, flag, *map(str, args)]
     run = subprocess.run(command, env=env, capture_output=True, text=True)
     lines = [line for line in run.stdout.splitlines() if line.startswith("RESULT ")]
     if run.returncode or not lines:
@@ -167,20 +222,43 @@ def report(results, references):
         print(f"  selective scan loops (T {WINDOW}, D*N 8192; the first is used): {loops}")
 
 
+def report_exported(results, references):
+    reference = references["torch GRU"]["step"]["median"]
+    print("\nexported step per shipped preset (ms; ratio of medians to the torch GRU step):")
+    for preset, timings in results.items():
+        cells = "  ".join(
+            f"{kind} {t['median']:.3f}/{t['p99']:.3f} (x{t['median'] / reference:.2f})"
+            for kind, t in timings.items()
+        )
+        print(f"  {preset:<20}{cells}")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--backends", nargs="+", default=["tensorflow", "jax"])
     parser.add_argument("--step-repeats", type=int, default=500)
     parser.add_argument("--window-repeats", type=int, default=100)
+    parser.add_argument(
+        "--presets", nargs="*", help="shipped presets whose exported steps to time (default all)"
+    )
     parser.add_argument("--worker", nargs=2, type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--exported-worker", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
         keras_worker(*args.worker)
+        return
+    if args.exported_worker:
+        exported_worker(int(args.exported_worker[0]), args.exported_worker[1:])
         return
     os.environ.update(ONE_THREAD)
     references = torch_references(args.step_repeats, args.window_repeats)
     results = [run_worker(b, args.step_repeats, args.window_repeats) for b in args.backends]
     report(results, references)
+    from exphil_keras import zoo
+
+    presets = args.presets or zoo.list()
+    exported = run_worker("tensorflow", args.step_repeats, *presets, flag="--exported-worker")
+    report_exported(exported, references)
 
 
 if __name__ == "__main__":

@@ -56,6 +56,20 @@ def _eval(args) -> int:
     return 0
 
 
+def _play_replay(args) -> int:
+    from exphil_keras.bench import ONE_THREAD
+
+    for name, value in ONE_THREAD.items():  # the frame budget is one CPU thread's
+        os.environ.setdefault(name, value)
+    from exphil_keras import agent
+
+    result = agent.play_preset(args.model, args.replay, args.port)
+    print(agent.format_play_report(result))
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=1) + "\n")
+    return 0
+
+
 def _export(args) -> int:
     from exphil_keras import export
 
@@ -232,6 +246,24 @@ def make_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--batch-size", type=int, default=256)
     evaluate.add_argument("--backend", choices=["tensorflow", "jax", "torch"])
     evaluate.set_defaults(run=_eval)
+
+    play = commands.add_parser(
+        "play-replay",
+        help="run the live agent over a replay: decision latency and agreement with the player",
+        description=(
+            "Streams the replay through libmelee's Console as if live; the agent decides every "
+            "playable frame (greedy, one CPU thread). Prints the decision latency (median, p99, "
+            "max, frames over 16.67 ms) and how often each head matches the player's next input."
+        ),
+    )
+    play.add_argument("--model", required=True, help="preset name or preset folder")
+    play.add_argument("--replay", required=True, help="a .slp file (Slippi 3.0 or later)")
+    play.add_argument(
+        "--port", type=int, help="libmelee port (1-4) the agent plays (default: the first human)"
+    )
+    play.add_argument("--json", help="also write the figures to this JSON file")
+    play.add_argument("--backend", choices=["tensorflow", "jax", "torch"])
+    play.set_defaults(run=_play_replay)
 
     exporter = commands.add_parser(
         "export",

@@ -1,6 +1,6 @@
 """Slippi replay -> per-frame model arrays; the only module that imports peppi_py.
 
-The encoding functions (`encode_player`, `encode_controller`, `discretise_controller`) take raw
+The encoding functions (`encode_player`, `encode_controller`, `assemble_inputs`, ...) take raw
 columns as numpy arrays so that every other source of game state (the live libmelee agent) goes
 through the same definition. Every constant here is listed in docs/FEATURES.md;
 `FEATURE_VERSION` changes whenever any of it changes.
@@ -164,6 +164,31 @@ def bucket_centres(head: str) -> np.ndarray:
 
 def clip_ids(ids, vocabulary: int) -> np.ndarray:
     return np.clip(np.asarray(ids, np.int64), 0, vocabulary - 1).astype(np.int32)
+
+
+def assemble_inputs(ego_raw: dict, opp_raw: dict, prev_input: np.ndarray, stage: int) -> dict:
+    """Both players' raw columns, the ego's encoded controller [T, 13] and the stage id -> the
+    model's inputs dict ([T, ...]); replays and the live agent share it, so they cannot drift.
+
+    A raw dict is `encode_player`'s, plus "action", "character" and (optional) "nana_action".
+    """
+    num_frames = len(prev_input)
+    inputs = {
+        "ego_state": encode_player(ego_raw, num_frames),
+        "opp_state": encode_player(opp_raw, num_frames),
+        "prev_input": prev_input,
+    }
+    for side, raw in (("ego", ego_raw), ("opp", opp_raw)):
+        inputs[f"{side}_action"] = clip_ids(raw["action"], NUM_ACTIONS)
+        nana_action = raw.get("nana_action")
+        inputs[f"{side}_nana_action"] = (
+            clip_ids(nana_action, NUM_ACTIONS)
+            if nana_action is not None
+            else np.zeros(num_frames, np.int32)
+        )
+        inputs[f"{side}_character"] = clip_ids(raw["character"], NUM_CHARACTERS)
+    inputs["stage"] = np.full(num_frames, min(stage, NUM_STAGES - 1), np.int32)
+    return {name: inputs[name] for name in (*CONTINUOUS_INPUTS, *CATEGORICAL_INPUTS)}
 
 
 # --- Replays -------------------------------------------------------------------------------
@@ -350,37 +375,22 @@ def read_replay(
 
     stage = int(game.start.stage)
     raws = [_raw_player(port, rows) for port in game.frames.ports]
-    states = [encode_player(raw, len(rows)) for raw in raws]
     controllers = {i: _raw_controller(game.frames.ports[i], rows) for i in egos}
 
     # Row t: state of frame t - frame_delay, input pressed at t, target pressed at t + action_delay.
     now = np.arange(frame_delay, len(rows) - action_delay)
     seen = now - frame_delay
+    seen_raws = [{k: None if v is None else v[seen] for k, v in raw.items()} for raw in raws]
     perspectives = []
     for ego in egos:
         opp = 1 - ego
-        inputs = {
-            "ego_state": states[ego][seen],
-            "opp_state": states[opp][seen],
-            "prev_input": controllers[ego][now],
-        }
-        for side, player in (("ego", ego), ("opp", opp)):
-            raw = raws[player]
-            inputs[f"{side}_action"] = clip_ids(raw["action"][seen], NUM_ACTIONS)
-            nana_action = raw.get("nana_action")
-            inputs[f"{side}_nana_action"] = (
-                clip_ids(nana_action[seen], NUM_ACTIONS)
-                if nana_action is not None
-                else np.zeros(len(now), np.int32)
-            )
-            inputs[f"{side}_character"] = clip_ids(raw["character"][seen], NUM_CHARACTERS)
-        inputs["stage"] = np.full(len(now), min(stage, NUM_STAGES - 1), np.int32)
+        inputs = assemble_inputs(seen_raws[ego], seen_raws[opp], controllers[ego][now], stage)
         perspectives.append(
             Perspective(
                 port=int(players[ego].port),
                 opponent_port=int(players[opp].port),
                 frame_ids=unique_ids[now].astype(np.int32),
-                inputs={name: inputs[name] for name in (*CONTINUOUS_INPUTS, *CATEGORICAL_INPUTS)},
+                inputs=inputs,
                 targets=discretise_controller(controllers[ego][now + action_delay]),
             )
         )

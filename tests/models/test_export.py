@@ -10,17 +10,15 @@ from exphil_keras.policy import build_policy, example_batch
 
 BACKEND = keras.backend.backend()
 pytestmark = pytest.mark.skipif(BACKEND == "torch", reason="SavedModel export: TF and JAX")
-FRAMES = 20  # steps: more than the attention span of 8, so the window slides
+WINDOW = 60  # serve takes the training window; 60 step calls must reproduce it
 TOLERANCE = 1e-4
 
 
-def _keras_outputs(model, inputs):
-    return {k: keras.ops.convert_to_numpy(v) for k, v in model(inputs).items()}
-
-
-def _window(inputs, frames):
-    """The last `frames` frames: `serve` takes the training window's length."""
-    return {k: v[:, -frames:] for k, v in inputs.items()}
+def _policy(architecture, small):
+    model = build_policy(architecture, **(small | {"window": WINDOW}))
+    inputs, _ = example_batch(model, 2)
+    expected = {k: keras.ops.convert_to_numpy(v) for k, v in model(inputs).items()}
+    return model, inputs, expected
 
 
 def _assert_close(actual: dict, expected: dict, t=None):
@@ -29,41 +27,35 @@ def _assert_close(actual: dict, expected: dict, t=None):
         np.testing.assert_allclose(np.asarray(actual[head]), want, atol=TOLERANCE, rtol=0)
 
 
-def test_savedmodel_serve_and_step_equal_keras(architecture, small, tmp_path):
+def test_savedmodel_serve_equals_keras_and_60_steps_equal_serve(architecture, small, tmp_path):
     import tensorflow as tf
 
-    model = build_policy(architecture, **small)
-    inputs, _ = example_batch(model, 2, num_frames=FRAMES)
-    expected = _keras_outputs(model, inputs)
+    model, inputs, expected = _policy(architecture, small)
     loaded = tf.saved_model.load(str(export.savedmodel(model, tmp_path / "saved")))
-    window = _window(inputs, model.window)
-    served = loaded.serve({k: tf.constant(v) for k, v in window.items()})
-    _assert_close({k: v.numpy() for k, v in served.items()}, _keras_outputs(model, window))
+    served = loaded.serve({k: tf.constant(v) for k, v in inputs.items()})
+    served = {k: v.numpy() for k, v in served.items()}
+    _assert_close(served, expected)
     state = export.initial_state(model, 2)
-    for t in range(FRAMES):  # the reloaded step, fed its own state, equals serve frame by frame
+    for t in range(WINDOW):  # the reloaded step, fed its own state
         frame = {k: tf.constant(v[:, t]) for k, v in inputs.items()}
         out = loaded.step(frame, *[tf.constant(s) for s in state])
         state = [out[f"next_state_{i}"].numpy() for i in range(len(state))]
-        _assert_close({k: out[k].numpy() for k in expected}, expected, t)
+        _assert_close({k: out[k].numpy() for k in served}, served, t)
 
 
 @pytest.mark.skipif(BACKEND != "tensorflow", reason="ONNX is converted from TensorFlow's graph")
 def test_onnx_serve_and_step_equal_keras(architecture, small, tmp_path):
     import onnxruntime
 
-    model = build_policy(architecture, **small)
-    inputs, _ = example_batch(model, 2, num_frames=FRAMES)
-    expected = _keras_outputs(model, inputs)
+    model, inputs, expected = _policy(architecture, small)
     files = export.onnx(export.savedmodel(model, tmp_path / "saved"), tmp_path / "onnx")
     serve = onnxruntime.InferenceSession(str(files["serve"]))
     names = [o.name for o in serve.get_outputs()]
-    window = _window(inputs, model.window)
-    served = dict(zip(names, serve.run(None, window), strict=True))
-    _assert_close(served, _keras_outputs(model, window))
+    _assert_close(dict(zip(names, serve.run(None, inputs), strict=True)), expected)
     step = onnxruntime.InferenceSession(str(files["step"]))
     names = [o.name for o in step.get_outputs()]
     state = export.initial_state(model, 2)
-    for t in range(FRAMES):
+    for t in range(WINDOW):
         feed = {k: v[:, t] for k, v in inputs.items()}
         feed |= {f"state_{i}": s for i, s in enumerate(state)}
         out = dict(zip(names, step.run(None, feed), strict=True))

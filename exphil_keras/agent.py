@@ -1,0 +1,340 @@
+"""The live agent: libmelee game states in, one controller decision per frame out.
+
+A GameState becomes the model's inputs through features.py's own encoders (`assemble_inputs`),
+so the bot sees what training saw; the few fields libmelee cannot give back exactly are listed
+in LIBMELEE_LOSSY. Ports are libmelee's (1-4). The agent assumes the defaults the presets are
+trained with: it sees frame t (frame_delay 0) and decides the input for frame t + 1
+(action_delay 1).
+"""
+
+from __future__ import annotations
+
+import csv
+import time
+from pathlib import Path
+
+import melee
+import numpy as np
+from melee.enums import Button, Menu, Stage, to_internal_stage
+
+from exphil_keras import features, zoo
+
+# Input field -> why libmelee's GameState cannot give the value the replay holds (the parity
+# test skips exactly these, and asserts every other column agrees).
+LIBMELEE_LOSSY = {
+    "state_age": "libmelee truncates the float frame counter to int (action_frame); "
+    "its +1 on zero-indexed actions is undone",
+    "hitstun": "libmelee truncates post.misc_as to int (hitstun_frames_left)",
+    "hurtbox_state": "libmelee keeps a bool (invulnerable): intangible (2) reads as 1",
+    "stage": "libmelee knows the six tournament stages only; any other reads 0 (NO_STAGE)",
+}
+
+# Slippi version that added each versioned field: libmelee reads 0 for it in older replays,
+# where peppi (and so training) has none, with its present flag 0.
+FIELD_SINCE = {
+    "airborne": (2, 0, 0),
+    "jumps": (2, 0, 0),
+    "hitstun": (2, 0, 0),
+    "hurtbox_state": (2, 1, 0),
+    "vel_self_x_air": (3, 5, 0),
+    "vel_self_y": (3, 5, 0),
+    "vel_knockback_x": (3, 5, 0),
+    "vel_knockback_y": (3, 5, 0),
+    "vel_self_x_ground": (3, 5, 0),
+    "hitlag": (3, 8, 0),
+}
+
+BUTTONS = {name: Button[f"BUTTON_{name}"] for name in features.BUTTON_BITS}
+EXTERNAL_STAGE = {
+    to_internal_stage(i): i for i in range(256) if to_internal_stage(i) is not Stage.NO_STAGE
+}
+FRAME_BUDGET_MS = 1000 / 60
+CATEGORICAL_HEADS = (*features.STICK_AXES, "shoulder")
+
+
+def _zero_indexed_actions() -> frozenset:
+    """(character, action) pairs whose frame counter libmelee shifts by +1 (actiondata.csv)."""
+    with open(Path(melee.__file__).parent / "actiondata.csv", newline="") as f:
+        return frozenset(
+            (int(row["character"]), int(row["action"]))
+            for row in csv.DictReader(f)
+            if row["zeroindex"] == "True"
+        )
+
+
+ZERO_INDEXED = _zero_indexed_actions()
+
+
+def _raw_player(player, missing) -> dict:
+    """A PlayerState -> the raw dict `features.encode_player` reads (one row), as peppi's values."""
+    character, action = player.character.value, player.action.value
+    state_age = player.action_frame - ((character, action) in ZERO_INDEXED)
+    raw = {
+        "x": [player.position.x],
+        "y": [player.position.y],
+        "percent": [player.percent],
+        "shield": [player.shield_strength],
+        "stocks": [player.stock],
+        "facing": [1.0 if player.facing else -1.0],
+        "state_age": [state_age],
+        "action": [action],
+        "character": [character],
+        "airborne": [0.0 if player.on_ground else 1.0],
+        "jumps": [player.jumps_left],
+        "hitlag": [player.hitlag_left],
+        "hitstun": [player.hitstun_frames_left],
+        "hurtbox_state": [1.0 if player.invulnerable else 0.0],
+        "vel_self_x_air": [player.speed_air_x_self],
+        "vel_self_y": [player.speed_y_self],
+        "vel_knockback_x": [player.speed_x_attack],
+        "vel_knockback_y": [player.speed_y_attack],
+        "vel_self_x_ground": [player.speed_ground_x_self],
+    }
+    for name in missing:
+        raw[name] = None
+    nana = player.nana
+    if nana is None:
+        raw |= {name: [0.0] for name in features.NANA_FIELDS}
+        raw |= {"nana_present": [0.0], "nana_action": [0]}
+    else:
+        raw |= {
+            "nana_present": [1.0],
+            "nana_x": [nana.position.x],
+            "nana_y": [nana.position.y],
+            "nana_percent": [nana.percent],
+            "nana_facing": [1.0 if nana.facing else -1.0],
+            "nana_action": [nana.action.value],
+        }
+    return raw
+
+
+def encode_controller_state(state: melee.ControllerState) -> np.ndarray:
+    """A libmelee ControllerState -> `features.encode_controller`'s [1, 13] row.
+
+    libmelee maps sticks to [0, 1] (centre 0.5); this maps them back to Melee's [-1, 1].
+    """
+    bits = sum(bit for name, bit in features.BUTTON_BITS.items() if state.button[BUTTONS[name]])
+    (main_x, main_y), (c_x, c_y) = state.main_stick, state.c_stick
+    return features.encode_controller(
+        [bits],
+        [main_x * 2.0 - 1.0],
+        [main_y * 2.0 - 1.0],
+        [c_x * 2.0 - 1.0],
+        [c_y * 2.0 - 1.0],
+        [max(state.l_shoulder, state.r_shoulder)],  # libmelee gives the processed value to both
+    )
+
+
+def missing_fields(slippi_version) -> tuple[str, ...]:
+    """Versioned fields a replay of `slippi_version` lacks; None: today's Slippi, which has all."""
+    if slippi_version is None:
+        return ()
+    version = tuple(int(v) for v in slippi_version)
+    return tuple(name for name, since in FIELD_SINCE.items() if version < since)
+
+
+def gamestate_inputs(gamestate, port: int, opponent_port: int, slippi_version=None) -> dict:
+    """One libmelee GameState -> the model's inputs for that frame (batch 1), as replays give.
+
+    `slippi_version` (e.g. `console.slp_version_tuple`) marks the fields older replays lack.
+    """
+    missing = missing_fields(slippi_version)
+    ego = gamestate.players[port]
+    return features.assemble_inputs(
+        _raw_player(ego, missing),
+        _raw_player(gamestate.players[opponent_port], missing),
+        encode_controller_state(ego.controller_state),
+        EXTERNAL_STAGE.get(gamestate.stage, 0),
+    )
+
+
+def _sigmoid(x):
+    return 1.0 / (1.0 + np.exp(-x))
+
+
+def _softmax(x):
+    z = np.exp(x - x.max())
+    return z / z.sum()
+
+
+class Agent:
+    """Plays `port` against `opponent_port`: `act(gamestate)` once per frame, then `press`.
+
+    Greedy at temperature 0, else samples every head at that temperature. The model's streaming
+    state carries across frames and restarts when a new game starts (the frame counter goes
+    back, as it never does within a game with the Console's default skip_rollback_frames, or a
+    menu comes between games). The first game frame does not pay for compiling: the
+    step is compiled on construction.
+    """
+
+    def __init__(self, model, port, opponent_port, temperature=0.0, seed=0, slippi_version=None):
+        self.model = model
+        self.port = int(port)
+        self.opponent_port = int(opponent_port)
+        self.temperature = float(temperature)
+        self.slippi_version = slippi_version
+        self.decision = melee.ControllerState()  # for the next frame; what `press` applies
+        self.last_logits = None  # {head: numpy [classes]} of the last decision
+        self._rng = np.random.default_rng(seed)
+        self._centres = {head: features.bucket_centres(head) for head in CATEGORICAL_HEADS}
+        self._state = None
+        self._last_frame = None
+        idle = {
+            name: np.zeros((1, width), np.float32)
+            for name, width in features.CONTINUOUS_INPUTS.items()
+        }
+        idle |= {name: np.zeros(1, np.int32) for name in features.CATEGORICAL_INPUTS}
+        model.step(idle, model.initial_state(1))
+
+    def act(self, gamestate) -> melee.ControllerState:
+        """The controller state to hold on the next frame (also kept as `decision`)."""
+        if gamestate.menu_state not in (Menu.IN_GAME, Menu.SUDDEN_DEATH):
+            self._last_frame = None  # between games: the next game starts afresh
+            self.decision = melee.ControllerState()
+            return self.decision
+        if self._last_frame is None or gamestate.frame <= self._last_frame:
+            self._state = self.model.initial_state(1)
+        self._last_frame = gamestate.frame
+        if gamestate.frame < features.FIRST_PLAYABLE_FRAME:  # the countdown: inputs do nothing
+            self.decision = melee.ControllerState()
+            return self.decision
+        inputs = gamestate_inputs(gamestate, self.port, self.opponent_port, self.slippi_version)
+        logits, self._state = self.model.step(inputs, self._state)
+        self.last_logits = {head: np.asarray(value)[0] for head, value in logits.items()}
+        self.decision = self._controller_state(self.last_logits)
+        return self.decision
+
+    def _controller_state(self, logits) -> melee.ControllerState:
+        t = self.temperature
+        if t == 0.0:
+            pressed = logits["buttons"] > 0
+            values = {h: self._centres[h][int(np.argmax(logits[h]))] for h in CATEGORICAL_HEADS}
+        else:
+            pressed = self._rng.random(len(BUTTONS)) < _sigmoid(logits["buttons"] / t)
+            values = {
+                h: self._rng.choice(self._centres[h], p=_softmax(logits[h].astype(np.float64) / t))
+                for h in CATEGORICAL_HEADS
+            }
+        state = melee.ControllerState()
+        for button, down in zip(BUTTONS.values(), pressed, strict=True):
+            state.button[button] = bool(down)
+        state.main_stick = (values["main_x"] / 2 + 0.5, values["main_y"] / 2 + 0.5)
+        state.c_stick = (values["c_x"] / 2 + 0.5, values["c_y"] / 2 + 0.5)
+        state.l_shoulder = float(values["shoulder"])
+        return state
+
+    def press(self, controller: melee.Controller) -> None:
+        """Apply the last decision to a libmelee Controller (sent at the console's next step)."""
+        decision = self.decision
+        for button in BUTTONS.values():
+            if decision.button[button]:
+                controller.press_button(button)
+            else:
+                controller.release_button(button)
+        controller.tilt_analog(Button.BUTTON_MAIN, *decision.main_stick)
+        controller.tilt_analog(Button.BUTTON_C, *decision.c_stick)
+        controller.press_shoulder(Button.BUTTON_L, decision.l_shoulder)
+        controller.press_shoulder(Button.BUTTON_R, decision.r_shoulder)
+
+
+def _ports(gamestate, port):
+    """(ego, opponent) libmelee ports; the ego defaults to the lowest human port."""
+    ports = sorted(int(p) for p in gamestate.players)
+    if len(ports) != 2:
+        raise ValueError(f"{len(ports)} players; the agent plays 2-player games only")
+    if port is None:
+        humans = [p for p in ports if gamestate.players[p].cpu_level == 0]
+        if not humans:
+            raise ValueError("no human player to compare with; pass a port")
+        port = humans[0]
+    if port not in ports:
+        raise ValueError(f"port {port} is not playing; ports in this game: {ports}")
+    return port, next(p for p in ports if p != port)
+
+
+def _classes(state: melee.ControllerState) -> dict:
+    return features.discretise_controller(encode_controller_state(state)[0])
+
+
+def play_replay(model, replay_path, port=None) -> dict:
+    """Run the agent over a replay through libmelee's Console, as if live (greedy).
+
+    Per playable frame: the agent's decision time (features + step + decoding), and whether its
+    decision matches what the player pressed on the next frame (buttons: all 8; sticks and
+    shoulder: the same bucket).
+    """
+    console = melee.Console(path=str(replay_path), is_dolphin=False)
+    console.connect()
+    try:
+        gamestate = console.step()
+    except melee.console.SlippiVersionTooLow as e:
+        raise ValueError(
+            f"{replay_path}: Slippi {e.message}; libmelee reads 3.0 or later"
+        ) from None
+    if gamestate is None:
+        raise ValueError(f"{replay_path}: no frames")
+    port, opponent_port = _ports(gamestate, port)
+    bot = Agent(model, port, opponent_port, slippi_version=console.slp_version_tuple)
+    seconds = []
+    agree = {head: 0 for head in features.TARGETS}
+    compared = 0
+    decided_frame, decided = None, None
+    while gamestate is not None:
+        if decided_frame is not None and gamestate.frame == decided_frame + 1:
+            pressed = _classes(gamestate.players[port].controller_state)
+            for head in features.TARGETS:
+                agree[head] += bool(np.all(decided[head] == pressed[head]))
+            compared += 1
+        start = time.perf_counter()
+        decision = bot.act(gamestate)
+        elapsed = time.perf_counter() - start
+        if gamestate.frame >= features.FIRST_PLAYABLE_FRAME:
+            seconds.append(elapsed)
+            decided_frame, decided = gamestate.frame, _classes(decision)
+        gamestate = console.step()
+    if not seconds:
+        raise ValueError(f"{replay_path}: no playable frames")
+    ms = np.asarray(seconds) * 1e3
+    return {
+        "replay": str(replay_path),
+        "slippi_version": ".".join(str(v) for v in console.slp_version_tuple),
+        "port": port,
+        "opponent_port": opponent_port,
+        "frames": len(ms),
+        "latency_ms": {
+            "median": float(np.median(ms)),
+            "p99": float(np.percentile(ms, 99)),
+            "max": float(ms.max()),
+            "over_budget": int((ms > FRAME_BUDGET_MS).sum()),
+            "budget": FRAME_BUDGET_MS,
+        },
+        "compared_frames": compared,
+        "agreement": {head: agree[head] / max(compared, 1) for head in features.TARGETS},
+    }
+
+
+def play_preset(name_or_path, replay_path, port=None) -> dict:
+    """`play_replay` with a preset, refusing one trained with other delays than the agent's."""
+    metadata = zoo.info(name_or_path)
+    delays = (metadata["action_delay"], metadata["frame_delay"])
+    if delays != (1, 0):
+        raise ValueError(
+            f"{name_or_path} was trained with action_delay {delays[0]}, frame_delay {delays[1]}; "
+            "the agent acts with 1 and 0"
+        )
+    result = play_replay(zoo.load(name_or_path, compile=False), replay_path, port)
+    return {"model": str(name_or_path), **result}
+
+
+def format_play_report(result: dict) -> str:
+    latency, agreement = result["latency_ms"], result["agreement"]
+    lines = [
+        f"{result['replay']} (Slippi {result['slippi_version']}): port {result['port']} vs "
+        f"{result['opponent_port']}, {result['frames']} frames decided",
+        f"decision latency: median {latency['median']:.2f} ms, p99 {latency['p99']:.2f} ms, "
+        f"max {latency['max']:.2f} ms; {latency['over_budget']} frame(s) over "
+        f"{latency['budget']:.2f} ms",
+        f"agreement with the player's next input ({result['compared_frames']} frames):",
+        *(f"  {head:<9} {value:.4f}" for head, value in agreement.items()),
+    ]
+    return "\n".join(lines)

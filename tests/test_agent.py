@@ -1,0 +1,186 @@
+"""The live agent against real libmelee and real replays: train/serve parity, step parity, CLI."""
+
+import json
+import subprocess
+import sys
+
+import melee
+import numpy as np
+import pytest
+from melee.enums import Stage, to_internal_stage
+from shared_data import REPLAYS
+
+from exphil_keras import agent, features, zoo
+
+# Replay -> last frame id to stream (None: all). Five Slippi versions, each chosen for what it
+# covers; the cut-offs keep the test fast and still reach what matters in each game.
+PARITY = {
+    "project-slippi__slp_consistencyTest_NessVFox-Absorb.slp": None,  # 3.7.0: no hitlag yet
+    "hohav__tests_data_ics2.slp": 2000,  # 3.12.0: Nana alive, then dead from frame 1680
+    "hohav__tests_data_duplicate_game_end.slp": 600,  # 3.15.0: rollbacks that differ (-34, 303)
+    "hohav__tests_data_v3.16.slp": None,  # 3.16.0: intangible hurtboxes
+    "blasphemetheus__test_fixtures_replays_fox_multishine.slp": None,  # 3.19.1
+}
+SHORT = "hohav__tests_data_v3.16.slp"
+TOLERANCE = 1e-5
+
+
+def gamestates(path, last_frame=None):
+    """(gamestate, slippi version) per frame, as the live Console hands them out."""
+    console = melee.Console(path=str(path), is_dolphin=False)
+    console.connect()
+    while (gamestate := console.step()) is not None:
+        if last_frame is not None and gamestate.frame > last_frame:
+            return
+        yield gamestate, console.slp_version_tuple
+
+
+def lossy_columns(name: str) -> list[int]:
+    """Columns of input `name` that LIBMELEE_LOSSY excuses (all of them for a whole input)."""
+    if name in agent.LIBMELEE_LOSSY:
+        return list(range(features.CONTINUOUS_INPUTS.get(name, 1)))
+    if name in ("ego_state", "opp_state"):
+        lossy = [f for f in agent.LIBMELEE_LOSSY if f in features.PLAYER_FEATURES]
+        return [features.PLAYER_FEATURES.index(f) for f in lossy]
+    return []
+
+
+@pytest.fixture(scope="module")
+def streamed():
+    """Replay -> [(agent's inputs, read_replay's inputs)], one pair per perspective."""
+    out = {}
+    for name, last_frame in PARITY.items():
+        replay = features.read_replay(REPLAYS / name)
+        rows = {
+            view.port: {int(f): t for t, f in enumerate(view.frame_ids)}
+            for view in replay.perspectives
+        }
+        served = {view.port: [] for view in replay.perspectives}
+        for gamestate, version in gamestates(REPLAYS / name, last_frame):
+            for view in replay.perspectives:
+                t = rows[view.port].get(int(gamestate.frame))
+                if t is not None:
+                    inputs = agent.gamestate_inputs(
+                        gamestate, view.port + 1, view.opponent_port + 1, version
+                    )
+                    served[view.port].append((t, inputs))
+        out[name] = []
+        for view in replay.perspectives:
+            index = [t for t, _ in served[view.port]]
+            assert index == list(range(len(index))), "libmelee skipped or repeated a frame"
+            assert last_frame is not None or len(index) == view.num_frames
+            stacked = {k: np.concatenate([x[k] for _, x in served[view.port]]) for k in view.inputs}
+            out[name].append((stacked, {k: v[: len(index)] for k, v in view.inputs.items()}))
+    return out
+
+
+def test_lossy_fields_name_real_inputs():
+    known = set(features.PLAYER_FEATURES) | set(features.CATEGORICAL_INPUTS)
+    assert set(agent.LIBMELEE_LOSSY) <= known
+
+
+@pytest.mark.parametrize("name", PARITY)
+def test_libmelee_inputs_equal_replay_inputs(name, streamed):
+    for served, trained in streamed[name]:
+        assert len(served["stage"]) > 100
+        for key, expected in trained.items():
+            actual = served[key].astype(np.float64)
+            expected = expected.astype(np.float64)
+            if actual.ndim == 1:
+                actual, expected = actual[:, None], expected[:, None]
+            keep = np.setdiff1d(np.arange(actual.shape[1]), lossy_columns(key))
+            wrong = np.abs(actual[:, keep] - expected[:, keep]) > TOLERANCE
+            where = [
+                features.PLAYER_FEATURES[keep[c]] if key.endswith("_state") else int(keep[c])
+                for c in np.unique(np.nonzero(wrong)[1])
+            ]
+            assert not wrong.any(), f"{key}: columns {where} disagree on {wrong.any(1).sum()} rows"
+
+
+def test_every_lossy_player_field_does_disagree(streamed):
+    """The list is as short as the truth: each player field in it differs on real frames."""
+    differ = set()
+    for pairs in streamed.values():
+        for served, trained in pairs:
+            for field in agent.LIBMELEE_LOSSY:
+                if field in features.PLAYER_FEATURES:
+                    c = features.PLAYER_FEATURES.index(field)
+                    gap = np.abs(served["ego_state"][:, c] - trained["ego_state"][:, c])
+                    if (gap > TOLERANCE).any():
+                        differ.add(field)
+    assert differ == set(agent.LIBMELEE_LOSSY) - {"stage"}
+
+
+def test_stages_libmelee_knows_map_back_exactly():
+    """Stage is lossy only off the tournament stages: those six map back to the replay's ids."""
+    known = [i for i in range(features.NUM_STAGES) if to_internal_stage(i) is not Stage.NO_STAGE]
+    assert len(known) == 6
+    assert all(agent.EXTERNAL_STAGE[to_internal_stage(i)] == i for i in known)
+
+
+@pytest.fixture(scope="module")
+def gru():
+    return zoo.load("gru_standard", compile=False)
+
+
+def agent_logits(model, name, frames, **kwargs):
+    """The agent's logits and inputs on the first `frames` playable frames of a replay."""
+    states = [g for g, _ in gamestates(REPLAYS / name)]
+    player = agent.Agent(model, 1, 2, **kwargs)
+    logits, inputs = [], []
+    for gamestate in states:
+        player.act(gamestate)
+        if gamestate.frame >= features.FIRST_PLAYABLE_FRAME:
+            logits.append(player.last_logits)
+            inputs.append(agent.gamestate_inputs(gamestate, 1, 2))
+            if len(logits) == frames:
+                return player, logits, inputs, states
+    raise AssertionError(f"{name} has fewer than {frames} playable frames")
+
+
+def test_agent_logits_equal_the_windowed_policy(gru):
+    frames = gru.window
+    player, logits, inputs, states = agent_logits(gru, SHORT, frames)
+    window = {k: np.stack([x[k][0] for x in inputs])[None] for k in inputs[0]}
+    windowed = {head: np.asarray(v)[0] for head, v in gru(window).items()}
+    for t in range(frames):
+        for head in features.TARGETS:
+            np.testing.assert_allclose(logits[t][head], windowed[head][t], atol=1e-4)
+    # A second game (the frame counter goes back) starts from a fresh state: same logits again.
+    again = []
+    for gamestate in states:
+        player.act(gamestate)
+        if gamestate.frame >= features.FIRST_PLAYABLE_FRAME:
+            again.append(player.last_logits)
+            if len(again) == frames:
+                break
+    for first, second in zip(logits, again, strict=True):
+        for head in features.TARGETS:
+            np.testing.assert_allclose(first[head], second[head], atol=1e-5)
+
+
+def test_greedy_decision_is_the_argmax_and_sampling_is_seeded(gru):
+    player, logits, _, _ = agent_logits(gru, SHORT, 5)
+    decision, last = player.decision, logits[-1]
+    classes = features.discretise_controller(agent.encode_controller_state(decision)[0])
+    np.testing.assert_array_equal(classes["buttons"] > 0.5, last["buttons"] > 0)
+    for head in agent.CATEGORICAL_HEADS:
+        assert classes[head] == np.argmax(last[head])
+    sampled = [agent_logits(gru, SHORT, 5, temperature=1.0, seed=7)[0].decision for _ in range(2)]
+    assert sampled[0] == sampled[1]
+    assert all(0.0 <= v <= 1.0 for v in (*sampled[0].main_stick, *sampled[0].c_stick))
+
+
+def test_cli_play_replay_prints_latency_and_agreement(tmp_path):
+    out = tmp_path / "play.json"
+    cmd = [sys.executable, "-m", "exphil_keras.cli", "play-replay", "--model", "gru_standard"]
+    cmd += ["--replay", str(REPLAYS / SHORT), "--json", str(out)]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "decision latency: median" in done.stdout and "p99" in done.stdout
+    assert "agreement with the player's next input" in done.stdout
+    result = json.loads(out.read_text())
+    assert result["frames"] > 200 and result["compared_frames"] == result["frames"] - 1
+    assert result["latency_ms"]["median"] > 0
+    assert set(result["agreement"]) == set(features.TARGETS)
+    assert all(0.0 <= v <= 1.0 for v in result["agreement"].values())
