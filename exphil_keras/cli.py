@@ -82,6 +82,8 @@ def _bench(args) -> int:
     from exphil_keras import bench
 
     backbones = [b.strip() for b in args.backbones.split(",") if b.strip()]
+    if args.docs and Path(args.out).resolve() != (Path(args.docs) / "bench").resolve():
+        raise ValueError("with --docs DIR, --out must be DIR/bench: the pages link to it")
     unknown = sorted(set(backbones) - set(bench.BACKBONES))
     if unknown:
         raise ValueError(f"unknown backbone(s) {unknown}; choose from {list(bench.BACKBONES)}")
@@ -149,8 +151,9 @@ def make_parser() -> argparse.ArgumentParser:
     build.add_argument(
         "--memory-buffer-mb",
         type=int,
-        help="examples the writer shuffles in memory before spilling to disk (default: TFDS's "
-        "1000 MB); memory use is this plus one replay, whatever the corpus size",
+        help="MB of examples the writer shuffles in memory before spilling them to disk "
+        "(default: TFDS's 1000); bounds the build's memory, which otherwise grows to it. "
+        "Plain builds only (Beam shuffles on its runner)",
     )
     build.add_argument(
         "--beam-runner",

@@ -33,7 +33,8 @@ def virtual_cpu_count() -> int:
 
 
 def scope(mode: str):
-    """(context to build, compile and fit the model in, number of replicas) for `mode`.
+    """(context to build and compile the model in, number of replicas) for `mode`; `fit`
+    runs outside it, on the strategy the model was built under.
 
     Call it before anything runs on the backend: TensorFlow fixes its devices at first use.
     """

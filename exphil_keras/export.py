@@ -2,7 +2,7 @@
 
 - `serve`: the inputs dict `[B, W, ...]` -> `{head: logits [B, W, classes]}`.
 - `step`: one frame (the inputs dict at one time index, `[B, ...]`) and the streaming state as
-  explicit tensors `state_0 .. state_{n-1}` -> `{head: logits [B, classes], state_i: ...}`.
+  explicit tensors `state_0 .. state_{n-1}` -> `{head: logits [B, classes], next_state_i: ...}`.
   Start from `initial_state(model, batch)` (zeros), feed each frame's returned state back.
 
 The SavedModel is written by `keras.export.ExportArchive`, so it comes from the TensorFlow and

@@ -97,9 +97,13 @@ def dataset_builder(config: TrainConfig) -> tfds.core.DatasetBuilder:
     return slippi_windows.build(config.replays, config.data_dir, dataset_config)[0]
 
 
-def windows(builder, split: str, games=None) -> tf.data.Dataset:
-    """(inputs, targets) windows of one split, optionally only from the given game sha256s."""
-    ds = builder.as_dataset(split=split, shuffle_files=split == "train")
+def windows(builder, split: str, games=None, seed: int = 0) -> tf.data.Dataset:
+    """(inputs, targets) windows of one split, optionally only from the given game sha256s.
+
+    The training split's shard order is shuffled once, with `seed` (a reshuffle per pass would
+    draw new seeds, and tf.distribute's rewrite of the pipeline draws them differently)."""
+    read_config = tfds.ReadConfig(shuffle_seed=seed, shuffle_reshuffle_each_iteration=False)
+    ds = builder.as_dataset(split=split, shuffle_files=split == "train", read_config=read_config)
     if games is not None:
         keep = tf.constant(sorted(games))
         ds = ds.filter(lambda ex: tf.reduce_any(tf.equal(ex["sha256"], keep)))
@@ -215,7 +219,7 @@ def peak_device_memory() -> int | None:
     if keras.backend.backend() == "jax":
         import jax
 
-        device = jax.devices()[0]
+        device = jax.local_devices()[0]
         stats = device.memory_stats() if device.platform == "gpu" else None
         return stats.get("peak_bytes_in_use") if stats else None
     if tf.config.list_physical_devices("GPU"):
@@ -236,10 +240,15 @@ def markov1_tables(ds: tf.data.Dataset, stride: int) -> baselines.Markov1:
 
 def train(config: TrainConfig) -> dict:
     """Fit a policy per `config`; returns the written preset's metadata."""
-    strategy, replicas = distribution.scope(config.distribute)  # before TF's first op
+    context, replicas = distribution.scope(config.distribute)  # before TF's first op
     if config.batch_size % replicas:
         raise ValueError(
             f"--batch-size {config.batch_size} does not divide over {replicas} devices"
+        )
+    if replicas > 1 and config.grad_accumulation > 1 and keras.backend.backend() == "tensorflow":
+        raise ValueError(  # keras-team/keras#20582: merge_call inside the accumulation's cond
+            "gradient accumulation under tf.distribute fails in Keras; use --backend jax, or "
+            "a larger --batch-size instead of accumulating"
         )
     keras.utils.set_random_seed(config.seed)
     output = Path(config.output)
@@ -247,7 +256,7 @@ def train(config: TrainConfig) -> dict:
     builder = dataset_builder(config)
     games = training_games(builder, config.max_files)
     all_train = config.max_files is None
-    train_ds = windows(builder, "train", None if all_train else games)
+    train_ds = windows(builder, "train", None if all_train else games, config.seed)
     val_ds = windows(builder, "validation")
     stride = builder.builder_config.stride
     if all_train:
@@ -259,7 +268,7 @@ def train(config: TrainConfig) -> dict:
         steps_per_epoch = min(steps_per_epoch, config.max_steps_per_epoch)
         train_ds = train_ds.take(steps_per_epoch * config.batch_size)
 
-    with strategy:
+    with context:
         model = policy.build_policy(
             backbone=config.backbone,
             window=config.window,

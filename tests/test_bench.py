@@ -21,11 +21,11 @@ def test_exphil_bench_trains_times_and_writes_every_figure(tmp_path):
     (docs / "ARCHITECTURES.md").write_text("# Architectures\n\nProse that stays.\n")
     cmd = [sys.executable, "-m", "exphil_keras.cli", "bench", "--data-dir", str(tmp_path / "tfds")]
     cmd += ["--epochs", "2", "--backbones", "mlp,gru", "--hidden-size", "16", "--batch-size", "4"]
-    cmd += ["--max-files", "0", "--latency-repeats", "20", "--out", str(tmp_path / "out")]
+    cmd += ["--max-files", "0", "--latency-repeats", "20", "--out", str(docs / "bench")]
     cmd += ["--work-dir", str(tmp_path / "runs"), "--docs", str(docs)]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stderr[-3000:]
-    out = tmp_path / "out"
+    out = docs / "bench"
     for name in ("results.md", "loss_curves.png", "latency.png", "loss_vs_latency.png"):
         assert (out / name).stat().st_size > 0
     results = json.loads((out / "results.json").read_text())

@@ -8,6 +8,7 @@ import json
 import logging
 import os
 import time
+import typing
 from pathlib import Path
 
 import numpy as np
@@ -229,18 +230,32 @@ class Builder(tfds.core.GeneratorBasedBuilder):
     def _download_and_prepare(self, dl_manager, download_config):
         self._beam = bool(download_config.beam_runner or download_config.beam_options)
         super()._download_and_prepare(dl_manager, download_config)
-        if self._beam:  # the workers' per-file summaries -> the report
-            for path in sorted(epath.Path(self.data_dir).glob(f"{_BEAM_SUMMARIES}-*")):
-                for line in path.read_text().splitlines():
-                    game = json.loads(line)
-                    if "skipped" in game:
-                        self.report.skip(game["path"], game["skipped"])
-                    else:
-                        self.report.add_game(**game)
-                path.unlink()
-            for split, info in self.info.splits.items():
-                self.report.windows[split] = info.num_examples
-            self.info.metadata["report"] = self.report.to_dict()
+        if self._beam:
+            self._beam_report()
+
+    def _beam_report(self):
+        """The workers' per-file summaries -> the report (and the side files removed)."""
+        folder = epath.Path(self.data_dir)
+        summaries = sorted(folder.glob(f"{_BEAM_SUMMARIES}-*"))
+        lines = [line for path in summaries for line in path.read_text().splitlines()]
+        for path in [*summaries, *folder.glob(f"{_BEAM_FILES}-*")]:
+            path.unlink()
+        if len(lines) != self._beam_files:
+            raise RuntimeError(
+                f"the Beam workers reported {len(lines)} of {self._beam_files} replays: is "
+                f"{folder} on storage that the workers and this process both see?"
+            )
+        for line in lines:
+            game = json.loads(line)
+            if "skipped" in game:
+                self.report.skip(game["path"], game["skipped"])
+            else:
+                self.report.add_game(**game)
+        for split, info in self.info.splits.items():
+            self.report.windows[split] = info.num_examples
+            if not info.num_examples:
+                raise ValueError(f"no usable game in the {split} split: {self._skips()}")
+        self.info.metadata["report"] = self.report.to_dict()
 
     def _split_generators(self, dl_manager: tfds.download.DownloadManager):
         self.report = BuildReport()
@@ -258,11 +273,11 @@ class Builder(tfds.core.GeneratorBasedBuilder):
             except features.ReplaySkipped as skipped:
                 self.report.skip(path, skipped.reason)
                 continue
-            name = str(path.relative_to(root))
             split = features.split_of(sha)
-            by_split[split].append((str(path), name, sha, split))
+            by_split[split].append(Game(str(path), str(path.relative_to(root)), sha, split))
         if not any(by_split.values()):
             raise ValueError(f"no usable game under {root}: {self._skips()}")
+        self._beam_files = sum(len(files) for files in by_split.values())
         generate = self._beam_examples if self._beam else self._generate_examples
         # TFDS refuses an empty split: a small folder may not reach all three.
         return {split: generate(files, split) for split, files in by_split.items() if files}
@@ -277,7 +292,7 @@ class Builder(tfds.core.GeneratorBasedBuilder):
             try:
                 replay = _read(game, self.builder_config)
             except features.ReplaySkipped as skipped:
-                report.skip(game[0], skipped.reason)
+                report.skip(game.path, skipped.reason)
                 continue
             report.add_game(**_summary(game, replay))
             for key, example in _replay_windows(replay, game, self.builder_config):
@@ -291,16 +306,22 @@ class Builder(tfds.core.GeneratorBasedBuilder):
 
     def _beam_examples(self, files, split):
         """The same examples as `_generate_examples`, as a Beam PTransform: one replay per
-        element, read on the workers; each file's summary goes to a side file for the report."""
+        element, read on the workers; each file's summary goes to a side file for the report.
+        The file list travels as a text file beside the data (a corpus-sized list is too big
+        for a pipeline graph)."""
         import apache_beam as beam
 
-        summaries = os.fspath(epath.Path(self.data_dir) / f"{_BEAM_SUMMARIES}-{split}")
+        folder = epath.Path(self.data_dir)
+        listing = folder / f"{_BEAM_FILES}-{split}.jsonl"
+        listing.write_text("".join(json.dumps(game) + "\n" for game in files))
+        summaries = os.fspath(folder / f"{_BEAM_SUMMARIES}-{split}")
 
         @beam.ptransform_fn
         def windows(pipeline):
             games = (
                 pipeline
-                | "Files" >> beam.Create(files)
+                | "Files" >> beam.io.ReadFromText(os.fspath(listing))
+                | "Parse" >> beam.Map(lambda line: Game(*json.loads(line)))
                 | "Spread" >> beam.Reshuffle()
                 | "Read"
                 >> beam.FlatMap(_beam_replay, config=self.builder_config).with_outputs(
@@ -314,27 +335,41 @@ class Builder(tfds.core.GeneratorBasedBuilder):
 
 
 _BEAM_SUMMARIES = "beam_build_summaries"
+_BEAM_FILES = "beam_build_files"
 
 
-def _read(game, config: SlippiWindowsConfig) -> features.Replay:
-    path, _, sha, _ = game
+class Game(typing.NamedTuple):
+    """A replay file assigned to a split."""
+
+    path: str
+    name: str  # the path under the replay folder
+    sha: str
+    split: str
+
+
+def _read(game: Game, config: SlippiWindowsConfig) -> features.Replay:
     return features.read_replay(
-        path,
+        game.path,
         action_delay=config.action_delay,
         frame_delay=config.frame_delay,
         min_frames=config.window,
         include_cpu_egos=config.include_cpu_egos,
-        sha256=sha,
+        sha256=game.sha,
     )
 
 
-def _summary(game, replay: features.Replay) -> dict:
-    _, name, sha, split = game
+def _summary(game: Game, replay: features.Replay) -> dict:
     ego_frames = sum(view.num_frames for view in replay.perspectives)
-    return dict(split=split, sha=sha, name=name, frames=replay.num_frames, ego_frames=ego_frames)
+    return dict(
+        split=game.split,
+        sha=game.sha,
+        name=game.name,
+        frames=replay.num_frames,
+        ego_frames=ego_frames,
+    )
 
 
-def _beam_replay(game, config: SlippiWindowsConfig):
+def _beam_replay(game: Game, config: SlippiWindowsConfig):
     """One replay on a Beam worker: its windows, and its summary (or skip) as a side output."""
     import apache_beam as beam
 
@@ -342,17 +377,17 @@ def _beam_replay(game, config: SlippiWindowsConfig):
         replay = _read(game, config)
     except features.ReplaySkipped as skipped:
         yield beam.pvalue.TaggedOutput(
-            "summary", json.dumps({"path": game[0], "skipped": skipped.reason})
+            "summary", json.dumps({"path": game.path, "skipped": skipped.reason})
         )
         return
     yield beam.pvalue.TaggedOutput("summary", json.dumps(_summary(game, replay)))
     yield from _replay_windows(replay, game, config)
 
 
-def _replay_windows(replay: features.Replay, game, config: SlippiWindowsConfig):
+def _replay_windows(replay: features.Replay, game: Game, config: SlippiWindowsConfig):
     packers = _window_features(config.window)
     for view in replay.perspectives:
-        yield from _windows(view, game[2], packers, config.window, config.stride)
+        yield from _windows(view, game.sha, packers, config.window, config.stride)
 
 
 def _windows(view: features.Perspective, sha: str, packers, window: int, stride: int):
@@ -391,7 +426,7 @@ def build(
     config: str | SlippiWindowsConfig = "w60",
     overwrite: bool = False,
     beam_runner: str | None = None,
-    beam_args: list[str] = (),
+    beam_args: typing.Sequence[str] = (),
     memory_buffer_mb: int | None = None,
 ) -> tuple[Builder, BuildReport]:
     """Build (or reuse) the dataset from a folder of replays; returns the builder and its report.
@@ -399,7 +434,7 @@ def build(
     With `beam_runner` ("DirectRunner", "DataflowRunner", ...) the replays are read by an Apache
     Beam pipeline; `beam_args` are its pipeline options (e.g. `["--direct_num_workers=2"]`).
     The plain build holds one replay and at most `memory_buffer_mb` of written examples in
-    memory (TFDS's default: 1000) and spills the rest to disk, whatever the corpus size.
+    memory (TFDS's default: 1000) and spills the rest to disk (docs/SCALING.md has the limits).
     """
     folder = Path(replays).expanduser()
     find_replays(folder)  # clear errors for a missing or empty folder, before TFDS's own
@@ -409,6 +444,8 @@ def build(
         if overwrite
         else tfds.download.GenerateMode.REUSE_DATASET_IF_EXISTS
     )
+    if beam_args and not beam_runner:
+        raise ValueError("Beam options without --beam-runner: name the runner to use them")
     beam_options = None
     if beam_runner:
         from apache_beam.options.pipeline_options import PipelineOptions
