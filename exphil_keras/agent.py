@@ -49,6 +49,7 @@ EXTERNAL_STAGE = {
     to_internal_stage(i): i for i in range(256) if to_internal_stage(i) is not Stage.NO_STAGE
 }
 FRAME_BUDGET_MS = 1000 / 60
+PARITY_TESTED_SINCE = (3, 7, 0)  # the oldest replay tests/test_agent.py checks
 CATEGORICAL_HEADS = (*features.STICK_AXES, "shoulder")
 
 
@@ -263,14 +264,10 @@ def play_replay(model, replay_path, port=None) -> dict:
     decision matches what the player pressed on the next frame (buttons: all 8; sticks and
     shoulder: the same bucket).
     """
-    console = melee.Console(path=str(replay_path), is_dolphin=False)
+    # Slippi < 3 only through libmelee's allow_old_version; parity is tested from 3.7 up.
+    console = melee.Console(path=str(replay_path), is_dolphin=False, allow_old_version=True)
     console.connect()
-    try:
-        gamestate = console.step()
-    except melee.console.SlippiVersionTooLow as e:
-        raise ValueError(
-            f"{replay_path}: Slippi {e.message}; libmelee reads 3.0 or later"
-        ) from None
+    gamestate = console.step()
     if gamestate is None:
         raise ValueError(f"{replay_path}: no frames")
     port, opponent_port = _ports(gamestate, port)
@@ -337,4 +334,9 @@ def format_play_report(result: dict) -> str:
         f"agreement with the player's next input ({result['compared_frames']} frames):",
         *(f"  {head:<9} {value:.4f}" for head, value in agreement.items()),
     ]
+    if tuple(int(v) for v in result["slippi_version"].split(".")) < PARITY_TESTED_SINCE:
+        lines.append(
+            "note: libmelee's reading of replays older than Slippi "
+            f"{'.'.join(map(str, PARITY_TESTED_SINCE))} is not parity-tested against training"
+        )
     return "\n".join(lines)
