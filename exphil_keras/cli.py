@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import os
 import sys
@@ -12,6 +13,8 @@ from pathlib import Path
 def _build_data(args) -> int:
     from tqdm.contrib.logging import logging_redirect_tqdm
 
+    if args.beam_runner:
+        _extra("apache_beam", "beam")
     from exphil_keras.datasets.slippi_windows import build
 
     with logging_redirect_tqdm():  # skip messages print above the progress bar, not through it
@@ -61,8 +64,7 @@ def _play_replay(args) -> int:
 
     for name, value in ONE_THREAD.items():  # the frame budget is one CPU thread's
         os.environ.setdefault(name, value)
-    from exphil_keras import agent
-
+    agent = _extra("exphil_keras.agent", "play")
     result = agent.play_preset(args.model, args.replay, args.port)
     print(agent.format_play_report(result))
     if args.json:
@@ -73,6 +75,8 @@ def _play_replay(args) -> int:
 def _export(args) -> int:
     from exphil_keras import export
 
+    if args.format == "onnx":
+        _extra("tf2onnx", "onnx")
     written = export.export(args.model, args.output, args.format)
     print(f"{args.format} of {args.model} written to {written}")
     return 0
@@ -317,6 +321,16 @@ def make_parser() -> argparse.ArgumentParser:
     presets.add_argument("name", nargs="?", help="a preset to describe")
     presets.set_defaults(run=_zoo)
     return parser
+
+
+def _extra(module: str, extra: str):
+    """Import an optional dependency, or say which extra installs it."""
+    try:
+        return importlib.import_module(module)
+    except ModuleNotFoundError as e:
+        raise ValueError(
+            f"this needs {e.name}, from the {extra} extra: pip install 'exphil-keras[{extra}]'"
+        ) from None
 
 
 def main(argv=None) -> int:
