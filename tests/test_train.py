@@ -125,7 +125,9 @@ def test_training_resumes_after_a_kill(data_dir, tmp_path):
                *TINY, "--epochs", "30", "--output", str(tmp_path)]  # fmt: skip
     run = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     latest = tmp_path / "backup" / "latest.weights.h5"
-    previous = latest.with_name(latest.name + ".bkp")  # exists from the second epoch on
+    # Keras copies the weights to .bkp, then the metadata: once the metadata's .bkp exists (the
+    # second save on), the weights' .bkp is whole, and only the latest write can be cut short.
+    previous = tmp_path / "backup" / "training_metadata.json.bkp"
     deadline = time.time() + 300
     while not previous.exists() and run.poll() is None and time.time() < deadline:
         time.sleep(0.1)
