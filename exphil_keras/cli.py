@@ -208,6 +208,10 @@ def make_parser() -> argparse.ArgumentParser:
         ("--batch-size", int, "windows per batch"),
         ("--lr", float, "peak learning rate"),
         ("--label-smoothing", float, "on the categorical heads' training loss (not buttons)"),
+        ("--warmup-steps", int, "optimizer steps of linear warmup to --lr"),
+        ("--ema", float, "EMA momentum of the weights, 0 for off (validation and the preset use the EMA)"),
+        ("--grad-accumulation", int, "batches per optimizer step"),
+        ("--patience", int, "early stop after this many epochs without a better val loss"),
         ("--action-delay", int, "predict the input this many frames ahead (default 1)"),
         ("--frame-delay", int, "see the game state this many frames late (default 0)"),
         ("--max-files", int, "train on the first N training games"),
@@ -215,6 +219,11 @@ def make_parser() -> argparse.ArgumentParser:
         ("--seed", int, "random seed (default 0)"),
     ):
         train.add_argument(flag, type=kind, help=text)
+    train.add_argument(
+        "--schedule",
+        choices=["constant", "cosine", "cosine_restarts"],
+        help="learning rate after the warmup, over --epochs",
+    )
     train.add_argument("--name", help="preset name (default: <backbone>_custom)")
     train.add_argument(
         "--backend",

@@ -64,7 +64,7 @@ class TrainConfig:
     schedule: str = "constant"  # constant | cosine | cosine_restarts
     warmup_steps: int = 0
     label_smoothing: float = 0.0
-    ema: float | None = None  # EMA momentum of the weights, None for off
+    ema: float | None = None  # EMA momentum (None or 0: off); validation and best.keras use it
     grad_accumulation: int = 1
     patience: int | None = None  # early stopping on validation last_loss
     action_delay: int = 1
@@ -280,7 +280,7 @@ def train(config: TrainConfig) -> dict:
         )
         optimizer = keras.optimizers.Adam(
             learning_rate(config, steps_per_epoch),
-            use_ema=config.ema is not None,
+            use_ema=bool(config.ema),
             ema_momentum=config.ema or 0.99,
             gradient_accumulation_steps=config.grad_accumulation
             if config.grad_accumulation > 1
@@ -293,7 +293,8 @@ def train(config: TrainConfig) -> dict:
     throughput = Throughput()
     callbacks = [
         throughput,
-        Backup(str(output / "backup")),
+        Backup(str(output / "backup")),  # before the swap: it keeps the raw weights
+        *([keras.callbacks.SwapEMAWeights(swap_on_epoch=True)] if config.ema else []),
         keras.callbacks.ModelCheckpoint(
             str(best), monitor="val_last_loss", save_best_only=True, mode="min"
         ),
@@ -419,6 +420,11 @@ def config_from_args(args) -> TrainConfig:
         frame_delay=args.frame_delay,
         max_files=args.max_files,
         max_steps_per_epoch=args.max_steps_per_epoch,
+        schedule=args.schedule,
+        warmup_steps=args.warmup_steps,
+        ema=args.ema,
+        grad_accumulation=args.grad_accumulation,
+        patience=args.patience,
         seed=args.seed,
         distribute=args.distribute,
         command=shlex.join(["exphil", *sys.argv[1:]]),

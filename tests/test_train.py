@@ -62,6 +62,20 @@ def test_train_writes_a_preset_that_loads_and_evaluates(trained, data_dir):
         np.testing.assert_allclose(value, best.predict(inputs, verbose=0)[head], atol=1e-6)
 
 
+def test_ema_weights_are_validated_and_saved(trained, data_dir, tmp_path):
+    """With --ema, validation and the preset use the weights' moving average, not the raw ones:
+    at a momentum near 1 they stay near the initial weights, away from the trained run's."""
+    config = train.TrainConfig(
+        data_dir=str(data_dir), output=str(tmp_path), backbone="gru", hidden_size=16,
+        batch_size=4, epochs=2, ema=0.99999,
+    )  # fmt: skip
+    metadata = train.train(config)
+    history = metadata["training"]["history"]["val_last_loss"]
+    assert metadata["validation"]["last_loss"] == pytest.approx(min(history), rel=1e-5)
+    raw = trained[1]["validation"]["last_loss"]
+    assert min(history) > raw + 0.1, (history, raw)
+
+
 def _validation_batch(data_dir):
     builder = train.dataset_builder(train.TrainConfig(data_dir=str(data_dir)))
     return next(iter(train.windows(builder, "validation").batch(64).as_numpy_iterator()))
