@@ -209,7 +209,7 @@ def make_parser() -> argparse.ArgumentParser:
         ("--lr", float, "peak learning rate"),
         ("--label-smoothing", float, "on the categorical heads' training loss (not buttons)"),
         ("--warmup-steps", int, "optimizer steps of linear warmup to --lr"),
-        ("--ema", float, "EMA momentum of the weights, 0 for off (validation and the preset use the EMA)"),
+        ("--ema", float, "weight EMA momentum, 0: off (validation and the preset use the EMA)"),
         ("--grad-accumulation", int, "batches per optimizer step"),
         ("--patience", int, "early stop after this many epochs without a better val loss"),
         ("--action-delay", int, "predict the input this many frames ahead (default 1)"),
