@@ -86,3 +86,29 @@ def figures(prev_input: np.ndarray, targets: dict, markov: Markov1 | None = None
             "heads": {head: {"nll": float(v.mean())} for head, v in nll.items()},
         }
     return result
+
+
+class LastFrames:
+    """The last position of each window (the frame that policies are scored on): its previous
+    input and targets, gathered batch by batch for `figures`."""
+
+    def __init__(self):
+        self.prev_input, self.targets = [], {head: [] for head in features.TARGETS}
+
+    def add(self, inputs: dict, targets: dict) -> dict:
+        """Adds a batch of windows; returns their last-position targets."""
+        last = {head: targets[head][:, -1] for head in features.TARGETS}
+        self.prev_input.append(inputs["prev_input"][:, -1])
+        for head, value in last.items():
+            self.targets[head].append(value)
+        return last
+
+    def __len__(self) -> int:
+        return sum(len(p) for p in self.prev_input)
+
+    def figures(self, markov: Markov1 | None = None) -> dict:
+        return figures(
+            np.concatenate(self.prev_input),
+            {head: np.concatenate(v) for head, v in self.targets.items()},
+            markov,
+        )

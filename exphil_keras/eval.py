@@ -73,23 +73,19 @@ def evaluate(model, replays, metadata: dict, batch_size: int = 256, split: str =
     window = metadata["window"]
     nll = {h: [] for h in features.TARGETS}
     correct = {h: [] for h in features.TARGETS}
-    prev, last_targets = [], {h: [] for h in features.TARGETS}
+    last_frames = baselines.LastFrames()
     for inputs, targets in replay_windows(
         paths, window, metadata["action_delay"], metadata["frame_delay"]
     ):
         logits = model.predict(inputs, batch_size=batch_size, verbose=0)
-        last = {h: v[:, -1] for h, v in targets.items()}
+        last = last_frames.add(inputs, targets)
         for head, (n, c) in head_nll_and_correct(
             {h: v[:, -1] for h, v in logits.items()}, last
         ).items():
             nll[head].append(n)
             correct[head].append(c)
-            last_targets[head].append(last[head])
-        prev.append(inputs["prev_input"][:, -1])
-    if not prev:
+    if not len(last_frames):
         raise ValueError(f"no usable windows of {window} frames in {replays}")
-    prev = np.concatenate(prev)
-    last_targets = {h: np.concatenate(v) for h, v in last_targets.items()}
     heads = {
         h: {
             "nll": float(np.concatenate(nll[h]).mean()),
@@ -99,12 +95,10 @@ def evaluate(model, replays, metadata: dict, batch_size: int = 256, split: str =
     }
     result = {
         "loss": sum(v["nll"] for v in heads.values()),
-        "frames": int(len(prev)),
+        "frames": len(last_frames),
         "heads": heads,
-        "baselines": baselines.figures(
-            prev,
-            last_targets,
-            baselines.Markov1.from_json(metadata["markov1"]) if "markov1" in metadata else None,
+        "baselines": last_frames.figures(
+            baselines.Markov1.from_json(metadata["markov1"]) if "markov1" in metadata else None
         ),
     }
     return result

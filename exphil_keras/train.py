@@ -19,7 +19,6 @@ import time
 from pathlib import Path
 
 import keras
-import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
@@ -335,16 +334,10 @@ def train(config: TrainConfig) -> dict:
     model.compile(optimizer=keras.optimizers.Adam(config.learning_rate), jit_compile="auto")
     validation = model.evaluate(val_ds.batch(config.batch_size), return_dict=True, verbose=0)
     markov = markov1_tables(windows(builder, "train", games), stride)
-    last_prev, last_targets = [], {head: [] for head in features.TARGETS}
+    last_frames = baselines.LastFrames()
     for inputs, targets in tfds.as_numpy(val_ds.batch(1024)):
-        last_prev.append(inputs["prev_input"][:, -1])
-        for head, value in targets.items():
-            last_targets[head].append(value[:, -1])
-    validation_baselines = baselines.figures(
-        np.concatenate(last_prev),
-        {head: np.concatenate(v) for head, v in last_targets.items()},
-        markov,
-    )
+        last_frames.add(inputs, targets)
+    validation_baselines = last_frames.figures(markov)
     name = config.name or f"{config.backbone}_custom"
     metadata = {
         "name": name,
