@@ -48,7 +48,6 @@ BUTTONS = {name: Button[f"BUTTON_{name}"] for name in features.BUTTON_BITS}
 EXTERNAL_STAGE = {
     to_internal_stage(i): i for i in range(256) if to_internal_stage(i) is not Stage.NO_STAGE
 }
-FRAME_BUDGET_MS = 1000 / 60
 PARITY_TESTED_SINCE = (3, 7, 0)  # the oldest replay tests/test_agent.py checks
 CATEGORICAL_HEADS = (*features.STICK_AXES, "shoulder")
 
@@ -302,8 +301,8 @@ def play_replay(model, replay_path, port=None) -> dict:
             "median": float(np.median(ms)),
             "p99": float(np.percentile(ms, 99)),
             "max": float(ms.max()),
-            "over_budget": int((ms > FRAME_BUDGET_MS).sum()),
-            "budget": FRAME_BUDGET_MS,
+            "over_budget": int((ms > features.FRAME_BUDGET_MS).sum()),
+            "budget": features.FRAME_BUDGET_MS,
         },
         "compared_frames": compared,
         "agreement": {head: agree[head] / max(compared, 1) for head in features.TARGETS},

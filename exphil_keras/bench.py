@@ -25,7 +25,6 @@ from exphil_keras import features
 
 BACKBONES = ("mlp", "lstm", "gru", "attention", "mamba", "jamba")
 HEADS = tuple(features.TARGETS)
-FRAME_BUDGET_MS = 1000 / 60
 ONE_THREAD = {
     "OMP_NUM_THREADS": "1",
     "TF_NUM_INTRAOP_THREADS": "1",
@@ -220,7 +219,7 @@ def _rows(results):
 
 
 def _fps(timing) -> str:
-    return "yes" if timing["step"]["p99"] < FRAME_BUDGET_MS else "no"
+    return "yes" if timing["step"]["p99"] < features.FRAME_BUDGET_MS else "no"
 
 
 def source_line(results) -> str:
@@ -318,9 +317,10 @@ def selection_tree(results) -> str:
     real_time = [n for n in rows if _fps(rows[n]["latency_ms"]) == "yes"]
     slowest = max(rows, key=lambda n: rows[n]["latency_ms"]["step"]["p99"])
     temporal = [n for n in rows if n != "mlp"]
+    budget = features.FRAME_BUDGET_MS
     lines = [
         "```",
-        f"Need a decision every frame at 60 FPS ({FRAME_BUDGET_MS:.2f} ms, one CPU thread)?",
+        f"Need a decision every frame at 60 FPS ({budget:.2f} ms, one CPU thread)?",
         f"├─ {len(real_time)} of {len(rows)} qualify by step p99: {', '.join(real_time) or '-'}"
         f" (slowest: {slowest}, {rows[slowest]['latency_ms']['step']['p99']:.3f} ms)",
         "└─ then choose by what matters next:",
@@ -448,7 +448,7 @@ def plots(results, out: Path) -> None:
     x = np.arange(len(names))
     ax.bar(x - 0.2, steps, 0.4, label="step (one frame), p99")
     ax.bar(x + 0.2, windows, 0.4, label="window of 60, p99")
-    ax.axhline(FRAME_BUDGET_MS, color="red", linestyle="--", label="16.67 ms frame budget")
+    ax.axhline(features.FRAME_BUDGET_MS, color="red", linestyle="--", label="16.67 ms frame budget")
     ax.set_xticks(x, names)
     ax.set(ylabel="ms, batch 1, one CPU thread", title="Inference latency")
     ax.legend()

@@ -17,6 +17,7 @@ import numpy as np
 FEATURE_VERSION = "1.0"
 
 FIRST_PLAYABLE_FRAME = -39  # slippi-js Frames.FIRST_PLAYABLE
+FRAME_BUDGET_MS = 1000 / 60  # Melee runs at 60 frames per second: a decision per frame
 NUM_ACTIONS = 1024  # action state ids are clipped to [0, NUM_ACTIONS - 1]
 NUM_CHARACTERS = 33  # internal character ids 0..32
 NUM_STAGES = 33  # stage ids clipped to [0, NUM_STAGES - 1]
