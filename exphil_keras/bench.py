@@ -25,6 +25,18 @@ from exphil_keras import features
 
 BACKBONES = ("mlp", "lstm", "gru", "attention", "mamba", "jamba")
 HEADS = tuple(features.TARGETS)
+# The training settings every backbone shares (TrainConfig fields), and their `exphil train` flags.
+SETTINGS = {
+    "epochs": "--epochs",
+    "hidden_size": "--hidden-size",
+    "num_layers": "--num-layers",
+    "window": "--window-size",
+    "batch_size": "--batch-size",
+    "max_files": "--max-files",
+    "learning_rate": "--lr",
+    "schedule": "--schedule",
+    "seed": "--seed",
+}
 ONE_THREAD = {
     "OMP_NUM_THREADS": "1",
     "TF_NUM_INTRAOP_THREADS": "1",
@@ -76,7 +88,11 @@ def run(
     out.mkdir(parents=True, exist_ok=True)
     # JAX's jitted step is the agent's fastest; TensorFlow's where the jax extra is missing.
     latency_backend = latency_backend or ("jax" if find_spec("jax") else "tensorflow")
-    config = train.TrainConfig(replays=replays, data_dir=data_dir)
+    config = train.TrainConfig(
+        replays=replays, data_dir=data_dir, epochs=epochs, hidden_size=hidden_size,
+        num_layers=2, batch_size=batch_size, max_files=max_files or None,
+        learning_rate=learning_rate,
+    )  # fmt: skip
     builder = train.dataset_builder(config)  # built once, before the runs share it
     results = {
         "command": "exphil " + " ".join(sys.argv[1:]) if sys.argv[1:] else "exphil bench",
@@ -84,15 +100,7 @@ def run(
         "machine": f"{_cpu_name()}; {train.device()}",
         "dataset": f"slippi_windows/{builder.builder_config.name} from {replays or data_dir}",
         "settings": {
-            "epochs": epochs,
-            "hidden_size": hidden_size,
-            "num_layers": 2,
-            "window": 60,
-            "batch_size": batch_size,
-            "max_files": max_files,
-            "learning_rate": learning_rate,
-            "schedule": "constant",
-            "seed": 0,
+            **{key: getattr(config, key) for key in SETTINGS},
             "latency": f"{latency_backend} backend, batch 1, one CPU thread",
         },
         "backbones": {},
@@ -123,12 +131,10 @@ def _cpu_name() -> str:
 def _train(name, data_dir, output, settings) -> dict:
     cmd = [sys.executable, "-m", "exphil_keras.cli", "train"]
     cmd += ["--data-dir", str(data_dir)] if data_dir else []
-    cmd += ["--backbone", name, "--hidden-size", str(settings["hidden_size"])]
-    cmd += ["--num-layers", str(settings["num_layers"]), "--epochs", str(settings["epochs"])]
-    cmd += ["--batch-size", str(settings["batch_size"]), "--lr", str(settings["learning_rate"])]
-    cmd += ["--seed", str(settings["seed"]), "--name", f"{name}_bench", "--output", str(output)]
-    if settings["max_files"]:
-        cmd += ["--max-files", str(settings["max_files"])]
+    cmd += ["--backbone", name, "--name", f"{name}_bench", "--output", str(output)]
+    for key in SETTINGS:
+        if settings[key] is not None:
+            cmd += [SETTINGS[key], str(settings[key])]
     process = subprocess.Popen(cmd)
     _, status, usage = os.wait4(process.pid, 0)
     if os.waitstatus_to_exitcode(status):
