@@ -3,8 +3,7 @@
 Per backbone: the compiled one-frame `step`, the compiled windowed forward (60 frames) and the
 policy model's `step` (embeddings + backbone + heads: what the agent pays per frame), median and
 p99, beside plain PyTorch modules of matching size timed in the same run; plus the selective
-scan in each candidate time loop of the backend (`exphil_keras.ops.LOOPS`; T = 60, D*N = 8192),
-which is how the scan's loop is picked. Then, per shipped preset, its `step` three ways: Keras
+scan alone (T = 60, D*N = 8192). Then, per shipped preset, its `step` three ways: Keras
 (TensorFlow), the exported SavedModel's `step` endpoint and onnxruntime's `step.onnx`.
 
     python bench/latency.py                      # TensorFlow and JAX, one subprocess each
@@ -33,7 +32,7 @@ def keras_worker(step_repeats, window_repeats):
     from keras import ops
 
     from exphil_keras import backbones
-    from exphil_keras.ops import LOOPS, compile_function, selective_scan
+    from exphil_keras.ops import compile_function, selective_scan
     from exphil_keras.policy import build_policy, example_batch
 
     backend = keras.backend.backend()
@@ -53,7 +52,7 @@ def keras_worker(step_repeats, window_repeats):
             return tree
 
     rng = np.random.default_rng(0)
-    results = {"backend": backend, "backbones": {}, "scan": {}}
+    results = {"backend": backend, "backbones": {}}
     for name in ARCHITECTURES:
         backbone = backbones.build(name, window=WINDOW, **DEFAULTS)
         backbone.build((None, None, DEFAULTS["hidden_size"]))
@@ -88,9 +87,8 @@ def keras_worker(step_repeats, window_repeats):
     A = -np.exp(rng.normal(size=(inner, state_size)))
     B, C = (rng.normal(size=(1, WINDOW, state_size)) for _ in range(2))
     scan_args = [ops.convert_to_tensor(t, "float32") for t in (u, delta, A, B, C, np.ones(inner))]
-    for loop in LOOPS[backend]:
-        compiled = compile_function(lambda *args, loop=loop: selective_scan(*args, loop=loop))
-        results["scan"][loop] = timings_ms(lambda c=compiled: ready(c(*scan_args)), window_repeats)
+    compiled = compile_function(selective_scan)
+    results["scan"] = timings_ms(lambda: ready(compiled(*scan_args)), window_repeats)
     print("RESULT " + json.dumps(results))
 
 
@@ -218,8 +216,8 @@ def report(results, references):
                 f"{window['median']:8.3f}{window['p99']:8.3f}"
                 f"{policy_step['median']:8.3f}{policy_step['p99']:8.3f}{ratios}"
             )
-        loops = ", ".join(f"{k} {v['median']:.3f} ms" for k, v in result["scan"].items())
-        print(f"  selective scan loops (T {WINDOW}, D*N 8192; the first is used): {loops}")
+        scan = result["scan"]
+        print(f"  selective scan (T {WINDOW}, D*N 8192): {scan['median']:.3f} ms median")
 
 
 def report_exported(results, references):

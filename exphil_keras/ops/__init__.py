@@ -2,14 +2,12 @@
 
 from exphil_keras.ops.compiled import compile_function
 from exphil_keras.ops.selective_scan import (
-    LOOPS,
     selective_scan,
     selective_scan_ref,
     selective_scan_step,
 )
 
 __all__ = [
-    "LOOPS",
     "compile_function",
     "selective_scan",
     "selective_scan_ref",
