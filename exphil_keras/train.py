@@ -9,6 +9,7 @@ stopping and a clear stop on NaN, then writes `output/preset` (model.keras + met
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import os
 import platform
@@ -196,21 +197,59 @@ class StopOnNaN(keras.callbacks.Callback):
             self.model.stop_training = True
 
 
-class Throughput(keras.callbacks.Callback):
-    """Per epoch: training batches after the first and their seconds (validation excluded, and
-    the first batch, which pays for compilation)."""
+class RunLog(keras.callbacks.Callback):
+    """Per finished epoch: its logs, wall seconds and throughput (the training batches after the
+    first, which pays for compilation, and their seconds), kept in `path` across resumes.
 
-    def __init__(self):
+    Keras's ModelCheckpoint and EarlyStopping start afresh when BackupAndRestore resumes a run:
+    the first resumed epoch would replace the best checkpoint even if it is worse, and patience
+    would restart. So at a resumed run's first epoch this reloads the epochs done before it and
+    hands their best `monitor` value on to both. It must come before the backup in the callback
+    list, so that an epoch is logged before it is backed up.
+    """
+
+    def __init__(self, path, monitor, checkpoint, early_stopping=None):
         super().__init__()
-        self.epochs = []
+        self.path, self.monitor = Path(path), monitor
+        self.checkpoint, self.early_stopping = checkpoint, early_stopping
+        self.epochs = None
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if self.epochs is None:  # this process's first epoch; `epoch` epochs were done before
+            done = json.loads(self.path.read_text()) if epoch and self.path.exists() else []
+            self.epochs = done[:epoch]
+            values = [e["logs"][self.monitor] for e in self.epochs if self.monitor in e["logs"]]
+            if values:
+                best = min(values)
+                self.checkpoint.best = best
+                if self.early_stopping is not None:
+                    self.early_stopping.best = best
+                    self.early_stopping.wait = len(values) - 1 - values.index(best)
+        self.started = time.perf_counter()
+        self.throughput = {"batches": 0, "seconds": 0.0}
 
     def on_train_batch_end(self, batch, logs=None):
         now = time.perf_counter()
         if batch == 0:
-            self.start = now
-            self.epochs.append({"batches": 0, "seconds": 0.0})
+            self.first_batch_end = now
         else:
-            self.epochs[-1] = {"batches": batch, "seconds": round(now - self.start, 3)}
+            self.throughput = {"batches": batch, "seconds": round(now - self.first_batch_end, 3)}
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.epochs.append(
+            {
+                "logs": {k: float(v) for k, v in (logs or {}).items()},
+                "seconds": round(time.perf_counter() - self.started, 1),
+                "throughput": self.throughput,
+            }
+        )
+        partial = self.path.with_suffix(".partial")
+        partial.write_text(json.dumps(self.epochs))
+        os.replace(partial, self.path)  # a kill mid-write leaves the previous file whole
+
+    def history(self) -> dict[str, list[float]]:
+        keys = dict.fromkeys(k for e in self.epochs for k in e["logs"])
+        return {k: [e["logs"].get(k, math.nan) for e in self.epochs] for k in keys}
 
 
 def peak_device_memory() -> int | None:
@@ -289,23 +328,24 @@ def train(config: TrainConfig) -> dict:
 
     best = output / "best.keras"
     nan = StopOnNaN()
-    throughput = Throughput()
+    checkpoint = keras.callbacks.ModelCheckpoint(
+        str(best), monitor="val_last_loss", save_best_only=True, mode="min"
+    )
+    early_stopping = (
+        keras.callbacks.EarlyStopping(monitor="val_last_loss", patience=config.patience, mode="min")
+        if config.patience
+        else None
+    )
+    run_log = RunLog(output / "epochs.json", "val_last_loss", checkpoint, early_stopping)
     callbacks = [
-        throughput,
+        run_log,
         Backup(str(output / "backup")),  # before the swap: it keeps the raw weights
         *([keras.callbacks.SwapEMAWeights(swap_on_epoch=True)] if config.ema else []),
-        keras.callbacks.ModelCheckpoint(
-            str(best), monitor="val_last_loss", save_best_only=True, mode="min"
-        ),
+        checkpoint,
         keras.callbacks.TensorBoard(str(output / "logs")),
         nan,
+        *([early_stopping] if early_stopping else []),
     ]
-    if config.patience:
-        callbacks.append(
-            keras.callbacks.EarlyStopping(
-                monitor="val_last_loss", patience=config.patience, mode="min"
-            )
-        )
     # One endless stream shuffled with fixed seeds (reshuffle_each_iteration would draw them from
     # a seed resource, which tf.distribute's rewrite of the pipeline re-creates differently), so
     # every device count sees the same batches in the same order.
@@ -314,8 +354,7 @@ def train(config: TrainConfig) -> dict:
         .shuffle(4096, seed=config.seed, reshuffle_each_iteration=False)
         .batch(config.batch_size, drop_remainder=True)
     )
-    started = time.perf_counter()
-    history = model.fit(
+    model.fit(
         batched.prefetch(tf.data.AUTOTUNE),
         steps_per_epoch=steps_per_epoch,
         epochs=config.epochs,
@@ -323,7 +362,6 @@ def train(config: TrainConfig) -> dict:
         callbacks=callbacks,
         shuffle=False,  # shuffled above, by tf.data
     )
-    wall = time.perf_counter() - started
     if nan.where:
         raise FloatingPointError(
             f"training stopped: the loss became NaN or infinite at {nan.where}. Lower "
@@ -363,13 +401,13 @@ def train(config: TrainConfig) -> dict:
                 "train_games": games,
                 "train_frames": sum(g["frames"] for g in games.values()),
             },
-            "epochs_run": len(history.history.get("loss", [])),
-            "wall_seconds": round(wall, 1),
+            "epochs_run": len(run_log.epochs),
+            "wall_seconds": round(sum(e["seconds"] for e in run_log.epochs), 1),
             "device": device(),
             "replicas": replicas,
-            "throughput": throughput.epochs,
+            "throughput": [e["throughput"] for e in run_log.epochs],
             "peak_device_memory_bytes": peak_device_memory(),
-            "history": {k: [float(x) for x in v] for k, v in history.history.items()},
+            "history": run_log.history(),
         },
         "validation": {
             **{k: float(v) for k, v in validation.items()},

@@ -150,8 +150,28 @@ def test_training_resumes_after_a_kill(data_dir, tmp_path):
     latest.write_bytes(latest.read_bytes()[: latest.stat().st_size // 2])  # a write cut short
     again = subprocess.run(command, capture_output=True, text=True, timeout=600)
     assert again.returncode == 0, again.stderr[-3000:]
-    history = zoo.info(tmp_path / "preset")["training"]["history"]["loss"]
-    assert 0 < len(history) < 30  # the resumed run skipped the epochs already done
+    assert "Epoch 1/30" not in again.stdout  # it skipped the epochs already done
+    training = zoo.info(tmp_path / "preset")["training"]
+    assert training["epochs_run"] == len(training["history"]["loss"]) == 30  # the whole run's
+
+
+def test_a_resumed_run_keeps_its_best_epoch_and_patience(tmp_path):
+    """The epochs before the interruption: best 0.5 at epoch 2 of 3. The resumed run's first
+    epoch (0.6) must neither replace the best checkpoint nor restart the patience count."""
+    epochs = [
+        {"logs": {"val_last_loss": v}, "seconds": 1.0, "throughput": {}} for v in (0.9, 0.5, 0.7)
+    ]
+    (tmp_path / "epochs.json").write_text(json.dumps(epochs + epochs[:1]))  # a 4th, not backed up
+    checkpoint = keras.callbacks.ModelCheckpoint(
+        str(tmp_path / "best.keras"), monitor="val_last_loss", save_best_only=True, mode="min"
+    )
+    stopping = keras.callbacks.EarlyStopping(monitor="val_last_loss", patience=2, mode="min")
+    log = train.RunLog(tmp_path / "epochs.json", "val_last_loss", checkpoint, stopping)
+    for callback in (checkpoint, stopping, log):
+        callback.on_train_begin()
+    log.on_epoch_begin(3)
+    assert checkpoint.best == 0.5 and stopping.best == 0.5 and stopping.wait == 1
+    assert [e["logs"]["val_last_loss"] for e in log.epochs] == [0.9, 0.5, 0.7]
 
 
 def test_nan_loss_stops_training_and_says_where():
