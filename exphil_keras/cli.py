@@ -209,7 +209,11 @@ def make_parser() -> argparse.ArgumentParser:
         ("--lr", float, "peak learning rate"),
         ("--label-smoothing", float, "on the categorical heads' training loss (not buttons)"),
         ("--warmup-steps", int, "optimizer steps of linear warmup to --lr"),
-        ("--ema", float, "weight EMA momentum, 0: off (validation and the preset use the EMA)"),
+        (
+            "--ema",
+            float,
+            "EMA momentum per batch, 0: off (validation and presets use the EMA)",
+        ),
         ("--grad-accumulation", int, "batches per optimizer step"),
         ("--patience", int, "early stop after this many epochs without a better val loss"),
         ("--action-delay", int, "predict the input this many frames ahead (default 1)"),
@@ -222,7 +226,7 @@ def make_parser() -> argparse.ArgumentParser:
     train.add_argument(
         "--schedule",
         choices=["constant", "cosine", "cosine_restarts"],
-        help="learning rate after the warmup, over --epochs",
+        help="learning rate after the warmup, over --epochs (stepped every batch)",
     )
     train.add_argument("--name", help="preset name (default: <backbone>_custom)")
     train.add_argument(

@@ -144,8 +144,11 @@ class WarmupSchedule(keras.optimizers.schedules.LearningRateSchedule):
 
 
 def learning_rate(config: TrainConfig, steps_per_epoch: int):
-    total = max(config.epochs * steps_per_epoch // config.grad_accumulation, 1)
-    decay_steps = max(total - config.warmup_steps, 1)
+    """The schedule over the run, counted in batches: Keras steps it at every batch, also those
+    that only accumulate gradients (`warmup_steps` counts optimizer updates)."""
+    total = max(config.epochs * steps_per_epoch, 1)
+    warmup = config.warmup_steps * config.grad_accumulation
+    decay_steps = max(total - warmup, 1)
     if config.schedule == "constant":
         after = keras.optimizers.schedules.PolynomialDecay(
             config.learning_rate, decay_steps, config.learning_rate
@@ -158,9 +161,9 @@ def learning_rate(config: TrainConfig, steps_per_epoch: int):
         )
     else:
         raise ValueError(f"unknown schedule {config.schedule!r}")
-    if not config.warmup_steps:
+    if not warmup:
         return after
-    return WarmupSchedule(config.learning_rate, config.warmup_steps, after)
+    return WarmupSchedule(config.learning_rate, warmup, after)
 
 
 class Backup(keras.callbacks.BackupAndRestore):
@@ -197,36 +200,75 @@ class StopOnNaN(keras.callbacks.Callback):
             self.model.stop_training = True
 
 
+class BestCheckpoint(keras.callbacks.Callback):
+    """Saves the model whenever `monitor` improves: written beside `path` and renamed over it,
+    then recorded in `path`.json (epoch, value), so a kill never leaves a broken file and a
+    resumed run knows which epoch the file holds."""
+
+    def __init__(self, path, monitor):
+        super().__init__()
+        self.path, self.monitor = Path(path), monitor
+        self.record = self.path.with_suffix(".json")
+        self.best = math.inf
+
+    def resume(self, logged_best: float | None):
+        """On a resumed run: the recorded value, or for a run from before the record (its file
+        written by ModelCheckpoint) the best logged epoch's, if the file exists."""
+        if self.record.exists():
+            self.best = json.loads(self.record.read_text())["value"]
+        elif self.path.exists() and logged_best is not None:
+            self.best = logged_best
+
+    def on_epoch_end(self, epoch, logs=None):
+        value = (logs or {}).get(self.monitor)
+        if value is None or not math.isfinite(value) or value >= self.best:
+            return
+        partial = self.path.with_name(f"{self.path.stem}.partial.keras")
+        self.model.save(partial)
+        os.replace(partial, self.path)
+        _write_json(self.record, {"epoch": epoch + 1, "value": float(value)})
+        self.best = float(value)
+
+
 class RunLog(keras.callbacks.Callback):
     """Per finished epoch: its logs, wall seconds and throughput (the training batches after the
     first, which pays for compilation, and their seconds), kept in `path` across resumes.
 
-    Keras's ModelCheckpoint and EarlyStopping start afresh when BackupAndRestore resumes a run:
-    the first resumed epoch would replace the best checkpoint even if it is worse, and patience
-    would restart. So at a resumed run's first epoch this reloads the epochs done before it and
-    hands their best `monitor` value on to both. It must come before the backup in the callback
-    list, so that an epoch is logged before it is backed up.
+    Keras's callbacks start afresh when BackupAndRestore resumes a run, so at a resumed run's
+    first epoch this reloads the epochs done before it and hands their best `monitor` value on
+    to the checkpoint and to early stopping, whose patience goes on counting. It must come
+    before the backup in the callback list, so that an epoch is logged before it is backed up.
     """
 
-    def __init__(self, path, monitor, checkpoint, early_stopping=None):
+    def __init__(self, path, monitor, checkpoint: BestCheckpoint, early_stopping=None):
         super().__init__()
         self.path, self.monitor = Path(path), monitor
         self.checkpoint, self.early_stopping = checkpoint, early_stopping
         self.epochs = None
 
+    def _load(self, epochs: int) -> list:
+        done = json.loads(self.path.read_text()) if epochs and self.path.exists() else []
+        if len(done) < epochs:
+            print(f"{self.path} has {len(done)} of the {epochs} finished epochs; the history, "
+                  "wall time and early stopping cover only those")  # fmt: skip
+        return done[:epochs]
+
     def on_epoch_begin(self, epoch, logs=None):
         if self.epochs is None:  # this process's first epoch; `epoch` epochs were done before
-            done = json.loads(self.path.read_text()) if epoch and self.path.exists() else []
-            self.epochs = done[:epoch]
-            values = [e["logs"][self.monitor] for e in self.epochs if self.monitor in e["logs"]]
-            if values:
-                best = min(values)
-                self.checkpoint.best = best
-                if self.early_stopping is not None:
-                    self.early_stopping.best = best
-                    self.early_stopping.wait = len(values) - 1 - values.index(best)
+            self.epochs = self._load(epoch)
+            if epoch:
+                self._resume()
         self.started = time.perf_counter()
         self.throughput = {"batches": 0, "seconds": 0.0}
+
+    def _resume(self):
+        values = [e["logs"].get(self.monitor, math.nan) for e in self.epochs]
+        finite = [v for v in values if math.isfinite(v)]
+        best = min(finite) if finite else None
+        self.checkpoint.resume(best)
+        if self.early_stopping is not None and best is not None:
+            self.early_stopping.best = best
+            self.early_stopping.wait = len(values) - 1 - values.index(best)
 
     def on_train_batch_end(self, batch, logs=None):
         now = time.perf_counter()
@@ -243,13 +285,24 @@ class RunLog(keras.callbacks.Callback):
                 "throughput": self.throughput,
             }
         )
-        partial = self.path.with_suffix(".partial")
-        partial.write_text(json.dumps(self.epochs))
-        os.replace(partial, self.path)  # a kill mid-write leaves the previous file whole
+        _write_json(self.path, self.epochs)
+
+    def finished_epochs(self, epochs: int) -> list:
+        """Every epoch of the run (also when a resume found none left to run)."""
+        if self.epochs is None:
+            self.epochs = self._load(epochs)
+        return self.epochs
 
     def history(self) -> dict[str, list[float]]:
         keys = dict.fromkeys(k for e in self.epochs for k in e["logs"])
         return {k: [e["logs"].get(k, math.nan) for e in self.epochs] for k in keys}
+
+
+def _write_json(path: Path, value):
+    """Written beside and renamed over `path`: a kill mid-write leaves the previous file whole."""
+    partial = path.with_suffix(".partial")
+    partial.write_text(json.dumps(value))
+    os.replace(partial, path)
 
 
 def peak_device_memory() -> int | None:
@@ -283,6 +336,8 @@ def train(config: TrainConfig) -> dict:
         raise ValueError(
             f"--batch-size {config.batch_size} does not divide over {replicas} devices"
         )
+    if config.grad_accumulation < 1:
+        raise ValueError(f"--grad-accumulation {config.grad_accumulation}: must be 1 or more")
     if replicas > 1 and config.grad_accumulation > 1 and keras.backend.backend() == "tensorflow":
         raise ValueError(  # keras-team/keras#20582: merge_call inside the accumulation's cond
             "gradient accumulation under tf.distribute fails in Keras; use --backend jax, or "
@@ -328,9 +383,7 @@ def train(config: TrainConfig) -> dict:
 
     best = output / "best.keras"
     nan = StopOnNaN()
-    checkpoint = keras.callbacks.ModelCheckpoint(
-        str(best), monitor="val_last_loss", save_best_only=True, mode="min"
-    )
+    checkpoint = BestCheckpoint(best, "val_last_loss")
     early_stopping = (
         keras.callbacks.EarlyStopping(monitor="val_last_loss", patience=config.patience, mode="min")
         if config.patience
@@ -362,6 +415,7 @@ def train(config: TrainConfig) -> dict:
         callbacks=callbacks,
         shuffle=False,  # shuffled above, by tf.data
     )
+    epochs = run_log.finished_epochs(config.epochs)
     if nan.where:
         raise FloatingPointError(
             f"training stopped: the loss became NaN or infinite at {nan.where}. Lower "
@@ -401,11 +455,14 @@ def train(config: TrainConfig) -> dict:
                 "train_games": games,
                 "train_frames": sum(g["frames"] for g in games.values()),
             },
-            "epochs_run": len(run_log.epochs),
-            "wall_seconds": round(sum(e["seconds"] for e in run_log.epochs), 1),
+            "epochs_run": len(epochs),
+            "best_epoch": json.loads(checkpoint.record.read_text())["epoch"]
+            if checkpoint.record.exists()
+            else None,
+            "wall_seconds": round(sum(e["seconds"] for e in epochs), 1),
             "device": device(),
             "replicas": replicas,
-            "throughput": [e["throughput"] for e in run_log.epochs],
+            "throughput": [e["throughput"] for e in epochs],
             "peak_device_memory_bytes": peak_device_memory(),
             "history": run_log.history(),
         },

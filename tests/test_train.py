@@ -1,6 +1,8 @@
 """exphil train / eval / zoo end to end, on the three small real replays of dummy_data."""
 
+import dataclasses
 import json
+import math
 import os
 import shutil
 import signal
@@ -155,23 +157,37 @@ def test_training_resumes_after_a_kill(data_dir, tmp_path):
     assert training["epochs_run"] == len(training["history"]["loss"]) == 30  # the whole run's
 
 
-def test_a_resumed_run_keeps_its_best_epoch_and_patience(tmp_path):
-    """The epochs before the interruption: best 0.5 at epoch 2 of 3. The resumed run's first
-    epoch (0.6) must neither replace the best checkpoint nor restart the patience count."""
-    epochs = [
-        {"logs": {"val_last_loss": v}, "seconds": 1.0, "throughput": {}} for v in (0.9, 0.5, 0.7)
-    ]
-    (tmp_path / "epochs.json").write_text(json.dumps(epochs + epochs[:1]))  # a 4th, not backed up
-    checkpoint = keras.callbacks.ModelCheckpoint(
-        str(tmp_path / "best.keras"), monitor="val_last_loss", save_best_only=True, mode="min"
-    )
+@pytest.mark.parametrize("recorded", [True, False])
+def test_a_resumed_run_keeps_its_best_epoch_and_patience(tmp_path, recorded):
+    """The epochs before the interruption: NaN, then best 0.5 at epoch 3 of 4. The resumed run's
+    next epoch must neither replace the best checkpoint unless better nor restart the patience
+    count; the checkpoint's own record wins over the log (a run from before the record: the log)."""
+    values = (math.nan, 0.9, 0.5, 0.7, 0.4)  # the 5th was logged, then killed before its backup
+    epochs = [{"logs": {"val_last_loss": v}, "seconds": 1.0, "throughput": {}} for v in values]
+    (tmp_path / "epochs.json").write_text(json.dumps(epochs))
+    (tmp_path / "best.keras").write_bytes(b"the epoch-3 model")
+    if recorded:
+        (tmp_path / "best.json").write_text(json.dumps({"epoch": 3, "value": 0.55}))
+    checkpoint = train.BestCheckpoint(tmp_path / "best.keras", "val_last_loss")
     stopping = keras.callbacks.EarlyStopping(monitor="val_last_loss", patience=2, mode="min")
     log = train.RunLog(tmp_path / "epochs.json", "val_last_loss", checkpoint, stopping)
     for callback in (checkpoint, stopping, log):
         callback.on_train_begin()
-    log.on_epoch_begin(3)
-    assert checkpoint.best == 0.5 and stopping.best == 0.5 and stopping.wait == 1
-    assert [e["logs"]["val_last_loss"] for e in log.epochs] == [0.9, 0.5, 0.7]
+    log.on_epoch_begin(4)
+    assert checkpoint.best == (0.55 if recorded else 0.5)
+    assert stopping.best == 0.5 and stopping.wait == 1
+    assert [e["logs"]["val_last_loss"] for e in log.epochs][1:] == [0.9, 0.5, 0.7]
+    checkpoint.on_epoch_end(4, {"val_last_loss": 0.6})  # worse: the file stays
+    assert (tmp_path / "best.keras").read_bytes() == b"the epoch-3 model"
+
+
+def test_the_schedule_counts_batches_under_gradient_accumulation():
+    """Keras steps the schedule every batch: 2 epochs of 8 batches, 4 per update, no warmup."""
+    config = train.TrainConfig(epochs=2, grad_accumulation=4, schedule="cosine", learning_rate=1.0)
+    schedule = train.learning_rate(config, steps_per_epoch=8)
+    assert float(schedule(8)) == pytest.approx(0.5, abs=1e-6)  # half way
+    warm = train.learning_rate(dataclasses.replace(config, warmup_steps=1), steps_per_epoch=8)
+    assert float(warm(2)) < 1.0 and float(warm(4)) == pytest.approx(1.0, abs=1e-2)
 
 
 def test_nan_loss_stops_training_and_says_where():

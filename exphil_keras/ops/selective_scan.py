@@ -76,10 +76,10 @@ def _selective_scan(u, delta, A, B, C, D):
         batch, inner, state = ops.shape(zeros)
         start = (
             zeros,
-            ops.zeros((batch, inner)),
-            ops.zeros((batch, inner)),
-            ops.zeros((batch, state)),
-            ops.zeros((inner, state)),
+            ops.zeros((batch, inner), "float32"),
+            ops.zeros((batch, inner), "float32"),
+            ops.zeros((batch, state), "float32"),
+            ops.zeros((inner, state), "float32"),
         )
         _, g_b, d_delta_a, d_B, d_A = _scan(
             adjoint, start, (u, delta, B, C, dy, previous), reverse=True
