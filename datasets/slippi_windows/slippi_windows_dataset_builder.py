@@ -245,13 +245,20 @@ class Builder(tfds.core.GeneratorBasedBuilder):
                 f"the Beam workers reported {len(lines)} of {self._beam_files} replays: is "
                 f"{folder} on storage that the workers and this process both see?"
             )
+        expected = dict.fromkeys(SPLITS, 0)
         for line in lines:
             game = json.loads(line)
             if "skipped" in game:
                 self.report.skip(game["path"], game["skipped"])
             else:
+                expected[game["split"]] += game.pop("windows")
                 self.report.add_game(**game)
         for split, info in self.info.splits.items():
+            if info.num_examples != expected[split]:
+                raise RuntimeError(
+                    f"the Beam build wrote {info.num_examples} {split} windows where its workers "
+                    f"made {expected[split]}: the runner lost or repeated work; build again"
+                )
             self.report.windows[split] = info.num_examples
             if not info.num_examples:
                 raise ValueError(f"no usable game in the {split} split: {self._skips()}")
@@ -380,7 +387,12 @@ def _beam_replay(game: Game, config: SlippiWindowsConfig):
             "summary", json.dumps({"path": game.path, "skipped": skipped.reason})
         )
         return
-    yield beam.pvalue.TaggedOutput("summary", json.dumps(_summary(game, replay)))
+    windows = sum(
+        len(features.window_starts(view.num_frames, config.window, config.stride))
+        for view in replay.perspectives
+    )
+    summary = {**_summary(game, replay), "windows": windows}  # checked against what was written
+    yield beam.pvalue.TaggedOutput("summary", json.dumps(summary))
     yield from _replay_windows(replay, game, config)
 
 
