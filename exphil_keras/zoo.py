@@ -1,4 +1,4 @@
-"""Trained presets that load by name: `exphil_keras.zoo.load("jamba_standard")`.
+"""Trained presets that load by name: `exphil_keras.zoo.load("jamba_production")`.
 
 A preset is a folder: `model.keras` (the PolicyModel) and `metadata.json` (how it was built and
 trained, what it scored, the sha256 of every file). Shipped presets live in the package
