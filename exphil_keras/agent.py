@@ -10,6 +10,7 @@ trained with: it sees frame t (frame_delay 0) and decides the input for frame t 
 from __future__ import annotations
 
 import csv
+import gc
 import time
 from pathlib import Path
 
@@ -164,7 +165,9 @@ class Agent:
     state carries across frames and restarts when a new game starts (the frame counter goes
     back, as it never does within a game with the Console's default skip_rollback_frames, or a
     menu comes between games). The first game frame does not pay for compiling: the
-    step is compiled on construction.
+    step is compiled on construction. Construction also freezes the objects then alive out of
+    Python's garbage collector (`gc.freeze`): a full collection over Keras's object graph takes
+    about 90 ms, five frames, and would otherwise land inside a frame now and then.
     """
 
     def __init__(self, model, port, opponent_port, temperature=0.0, seed=0, slippi_version=None):
@@ -185,6 +188,8 @@ class Agent:
         }
         idle |= {name: np.zeros(1, np.int32) for name in features.CATEGORICAL_INPUTS}
         model.step(idle, model.initial_state(1))
+        gc.collect()
+        gc.freeze()
 
     def act(self, gamestate) -> melee.ControllerState:
         """The controller state to hold on the next frame (also kept as `decision`)."""
@@ -261,7 +266,8 @@ def play_replay(model, replay_path, port=None) -> dict:
 
     Per playable frame: the agent's decision time (features + step + decoding), and whether its
     decision matches what the player pressed on the next frame (buttons: all 8; sticks and
-    shoulder: the same bucket).
+    shoulder: the same bucket). Beside the wall time it records the CPU time the process spent
+    on the decision, which tells a slow decision from one the OS scheduler paused.
     """
     # Slippi < 3 only through libmelee's allow_old_version; parity is tested from 3.7 up.
     console = melee.Console(path=str(replay_path), is_dolphin=False, allow_old_version=True)
@@ -271,7 +277,7 @@ def play_replay(model, replay_path, port=None) -> dict:
         raise ValueError(f"{replay_path}: no frames")
     port, opponent_port = _ports(gamestate, port)
     bot = Agent(model, port, opponent_port, slippi_version=console.slp_version_tuple)
-    seconds = []
+    seconds, cpu_seconds, frames = [], [], []
     agree = {head: 0 for head in features.TARGETS}
     compared = 0
     decided_frame, decided = None, None
@@ -281,16 +287,19 @@ def play_replay(model, replay_path, port=None) -> dict:
             for head in features.TARGETS:
                 agree[head] += bool(np.all(decided[head] == pressed[head]))
             compared += 1
-        start = time.perf_counter()
+        start, cpu_start = time.perf_counter(), time.process_time()
         decision = bot.act(gamestate)
-        elapsed = time.perf_counter() - start
+        elapsed, cpu = time.perf_counter() - start, time.process_time() - cpu_start
         if gamestate.frame >= features.FIRST_PLAYABLE_FRAME:
             seconds.append(elapsed)
+            cpu_seconds.append(cpu)
+            frames.append(gamestate.frame)
             decided_frame, decided = gamestate.frame, _classes(decision)
         gamestate = console.step()
     if not seconds:
         raise ValueError(f"{replay_path}: no playable frames")
-    ms = np.asarray(seconds) * 1e3
+    ms, cpu_ms = np.asarray(seconds) * 1e3, np.asarray(cpu_seconds) * 1e3
+    over = np.flatnonzero(ms > features.FRAME_BUDGET_MS)
     return {
         "replay": str(replay_path),
         "slippi_version": ".".join(str(v) for v in console.slp_version_tuple),
@@ -301,9 +310,17 @@ def play_replay(model, replay_path, port=None) -> dict:
             "median": float(np.median(ms)),
             "p99": float(np.percentile(ms, 99)),
             "max": float(ms.max()),
-            "over_budget": int((ms > features.FRAME_BUDGET_MS).sum()),
+            "over_budget": len(over),
             "budget": features.FRAME_BUDGET_MS,
         },
+        "cpu_ms": {
+            "median": float(np.median(cpu_ms)),
+            "p99": float(np.percentile(cpu_ms, 99)),
+            "max": float(cpu_ms.max()),
+        },
+        "over_budget_frames": [
+            {"frame": frames[i], "wall_ms": float(ms[i]), "cpu_ms": float(cpu_ms[i])} for i in over
+        ],
         "compared_frames": compared,
         "agreement": {head: agree[head] / max(compared, 1) for head in features.TARGETS},
     }
@@ -323,13 +340,20 @@ def play_preset(name_or_path, replay_path, port=None) -> dict:
 
 
 def format_play_report(result: dict) -> str:
-    latency, agreement = result["latency_ms"], result["agreement"]
+    latency, cpu, agreement = result["latency_ms"], result["cpu_ms"], result["agreement"]
     lines = [
         f"{result['replay']} (Slippi {result['slippi_version']}): port {result['port']} vs "
         f"{result['opponent_port']}, {result['frames']} frames decided",
         f"decision latency: median {latency['median']:.2f} ms, p99 {latency['p99']:.2f} ms, "
         f"max {latency['max']:.2f} ms; {latency['over_budget']} frame(s) over "
         f"{latency['budget']:.2f} ms",
+        f"decision CPU time: median {cpu['median']:.2f} ms, p99 {cpu['p99']:.2f} ms, "
+        f"max {cpu['max']:.2f} ms",
+        *(
+            f"  over budget: frame {f['frame']}: {f['wall_ms']:.2f} ms wall, "
+            f"{f['cpu_ms']:.2f} ms CPU"
+            for f in result["over_budget_frames"]
+        ),
         f"agreement with the player's next input ({result['compared_frames']} frames):",
         *(f"  {head:<9} {value:.4f}" for head, value in agreement.items()),
     ]

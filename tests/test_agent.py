@@ -1,5 +1,6 @@
 """The live agent against real libmelee and real replays: train/serve parity, step parity, CLI."""
 
+import gc
 import json
 import subprocess
 import sys
@@ -166,6 +167,7 @@ def test_greedy_decision_is_the_argmax_and_sampling_is_seeded(gru):
     np.testing.assert_array_equal(classes["buttons"] > 0.5, last["buttons"] > 0)
     for head in agent.CATEGORICAL_HEADS:
         assert classes[head] == np.argmax(last[head])
+    assert gc.get_freeze_count() > 0  # the agent froze the model's objects out of the collector
     sampled = [agent_logits(gru, SHORT, 5, temperature=1.0, seed=7)[0].decision for _ in range(2)]
     assert sampled[0] == sampled[1]
     assert all(0.0 <= v <= 1.0 for v in (*sampled[0].main_stick, *sampled[0].c_stick))
@@ -179,8 +181,10 @@ def test_cli_play_replay_prints_latency_and_agreement(tmp_path):
     assert done.returncode == 0, done.stderr[-3000:]
     assert "decision latency: median" in done.stdout and "p99" in done.stdout
     assert "agreement with the player's next input" in done.stdout
+    assert "decision CPU time: median" in done.stdout
     result = json.loads(out.read_text())
     assert result["frames"] > 200 and result["compared_frames"] == result["frames"] - 1
-    assert result["latency_ms"]["median"] > 0
+    assert result["latency_ms"]["median"] > 0 and result["cpu_ms"]["median"] > 0
+    assert len(result["over_budget_frames"]) == result["latency_ms"]["over_budget"]
     assert set(result["agreement"]) == set(features.TARGETS)
     assert all(0.0 <= v <= 1.0 for v in result["agreement"].values())
