@@ -1,7 +1,9 @@
-"""Baselines every policy must beat: repeat the previous input, and Markov-1 over the heads.
+"""Scoring at the last window position: a policy's per-head figures, and the baselines every
+policy must beat there: repeat the previous input, and Markov-1 over the heads.
 
-Both read only the previous input (`prev_input`, the controller at frame t) and predict the
-targets (the controller at t + action_delay), so they score exactly the frames the model does.
+Both baselines read only the previous input (`prev_input`, the controller at frame t) and
+predict the targets (the controller at t + action_delay), so they score exactly the frames the
+model does.
 """
 
 from __future__ import annotations
@@ -88,27 +90,69 @@ def figures(prev_input: np.ndarray, targets: dict, markov: Markov1 | None = None
     return result
 
 
+def _log_softmax(logits):
+    z = np.clip(logits.astype(np.float64), -60.0, 60.0)
+    z = z - z.max(axis=-1, keepdims=True)
+    return z - np.log(np.exp(z).sum(axis=-1, keepdims=True))
+
+
+def head_nll_and_correct(logits: dict, targets: dict) -> dict[str, tuple]:
+    """Per-frame (NLL, correct) per head, in the policy loss's terms (float64)."""
+    out = {}
+    for head in features.TARGETS:
+        z, y = logits[head], targets[head]
+        if head == "buttons":
+            z = np.clip(z.astype(np.float64), -60.0, 60.0)
+            bce = np.maximum(z, 0) - z * y + np.log1p(np.exp(-np.abs(z)))
+            out[head] = (bce.mean(axis=-1), ((z > 0) == (y > 0.5)).all(axis=-1))
+        else:
+            logp = _log_softmax(z)
+            out[head] = (-np.take_along_axis(logp, y[..., None], -1)[..., 0], z.argmax(-1) == y)
+    return out
+
+
 class LastFrames:
-    """The last position of each window (the frame that policies are scored on): its previous
-    input and targets, gathered batch by batch for `figures`."""
+    """The last position of each window (the frame that policies are scored on), gathered batch
+    by batch: its previous input and targets for the baselines, and the policy's NLL and
+    correctness there."""
 
     def __init__(self):
         self.prev_input, self.targets = [], {head: [] for head in features.TARGETS}
+        self.nll, self.correct = (
+            {h: [] for h in features.TARGETS},
+            {h: [] for h in features.TARGETS},
+        )
 
-    def add(self, inputs: dict, targets: dict) -> dict:
-        """Adds a batch of windows; returns their last-position targets."""
+    def add(self, inputs: dict, targets: dict, logits: dict) -> None:
+        """Adds a batch of windows and the policy's logits for them (every position)."""
         last = {head: targets[head][:, -1] for head in features.TARGETS}
         self.prev_input.append(inputs["prev_input"][:, -1])
-        for head, value in last.items():
-            self.targets[head].append(value)
-        return last
+        scores = head_nll_and_correct({h: np.asarray(v)[:, -1] for h, v in logits.items()}, last)
+        for head, (nll, correct) in scores.items():
+            self.targets[head].append(last[head])
+            self.nll[head].append(nll)
+            self.correct[head].append(correct)
 
     def __len__(self) -> int:
         return sum(len(p) for p in self.prev_input)
 
-    def figures(self, markov: Markov1 | None = None) -> dict:
-        return figures(
+    def result(self, markov: Markov1 | None = None) -> dict:
+        """`exphil eval`'s JSON: the seed-comparable loss, frames, heads and baselines."""
+        heads = {
+            h: {
+                "nll": float(np.concatenate(self.nll[h]).mean()),
+                "acc": float(np.concatenate(self.correct[h]).mean()),
+            }
+            for h in features.TARGETS
+        }
+        baselines = figures(
             np.concatenate(self.prev_input),
             {head: np.concatenate(v) for head, v in self.targets.items()},
             markov,
         )
+        return {
+            "loss": sum(v["nll"] for v in heads.values()),
+            "frames": len(self),
+            "heads": heads,
+            "baselines": baselines,
+        }

@@ -41,27 +41,6 @@ def _split_or_none(path):
         return None
 
 
-def _log_softmax(logits):
-    z = np.clip(logits.astype(np.float64), -60.0, 60.0)
-    z = z - z.max(axis=-1, keepdims=True)
-    return z - np.log(np.exp(z).sum(axis=-1, keepdims=True))
-
-
-def head_nll_and_correct(logits: dict, targets: dict) -> dict[str, tuple]:
-    """Per-frame (NLL, correct) per head, in the policy loss's terms (float64)."""
-    out = {}
-    for head in features.TARGETS:
-        z, y = logits[head], targets[head]
-        if head == "buttons":
-            z = np.clip(z.astype(np.float64), -60.0, 60.0)
-            bce = np.maximum(z, 0) - z * y + np.log1p(np.exp(-np.abs(z)))
-            out[head] = (bce.mean(axis=-1), ((z > 0) == (y > 0.5)).all(axis=-1))
-        else:
-            logp = _log_softmax(z)
-            out[head] = (-np.take_along_axis(logp, y[..., None], -1)[..., 0], z.argmax(-1) == y)
-    return out
-
-
 def evaluate(model, replays, metadata: dict, batch_size: int = 256, split: str = "all") -> dict:
     """The JSON of `exphil eval`: loss, frames, per-head NLL/accuracy, and both baselines.
 
@@ -71,37 +50,15 @@ def evaluate(model, replays, metadata: dict, batch_size: int = 256, split: str =
     if split != "all":
         paths = [p for p in paths if _split_or_none(p) == split]
     window = metadata["window"]
-    nll = {h: [] for h in features.TARGETS}
-    correct = {h: [] for h in features.TARGETS}
     last_frames = baselines.LastFrames()
     for inputs, targets in replay_windows(
         paths, window, metadata["action_delay"], metadata["frame_delay"]
     ):
-        logits = model.predict(inputs, batch_size=batch_size, verbose=0)
-        last = last_frames.add(inputs, targets)
-        for head, (n, c) in head_nll_and_correct(
-            {h: v[:, -1] for h, v in logits.items()}, last
-        ).items():
-            nll[head].append(n)
-            correct[head].append(c)
+        last_frames.add(inputs, targets, model.predict(inputs, batch_size=batch_size, verbose=0))
     if not len(last_frames):
         raise ValueError(f"no usable windows of {window} frames in {replays}")
-    heads = {
-        h: {
-            "nll": float(np.concatenate(nll[h]).mean()),
-            "acc": float(np.concatenate(correct[h]).mean()),
-        }
-        for h in features.TARGETS
-    }
-    result = {
-        "loss": sum(v["nll"] for v in heads.values()),
-        "frames": len(last_frames),
-        "heads": heads,
-        "baselines": last_frames.figures(
-            baselines.Markov1.from_json(metadata["markov1"]) if "markov1" in metadata else None
-        ),
-    }
-    return result
+    markov = baselines.Markov1.from_json(metadata["markov1"]) if "markov1" in metadata else None
+    return last_frames.result(markov)
 
 
 def evaluate_preset(name_or_path, replays, batch_size: int = 256, split: str = "all") -> dict:

@@ -329,6 +329,16 @@ def markov1_tables(ds: tf.data.Dataset, stride: int) -> baselines.Markov1:
     return markov
 
 
+def validation_last_position(model, val_ds: tf.data.Dataset, markov: baselines.Markov1) -> dict:
+    """`exphil eval`'s figures on the validation windows: the model's per-head NLL and accuracy
+    at the last position, where the baselines are scored (Keras's accuracies average every
+    position)."""
+    last_frames = baselines.LastFrames()
+    for inputs, targets in tfds.as_numpy(val_ds.batch(1024)):
+        last_frames.add(inputs, targets, model.predict_on_batch(inputs))
+    return last_frames.result(markov)
+
+
 def train(config: TrainConfig) -> dict:
     """Fit a policy per `config`; returns the written preset's metadata."""
     context, replicas = distribution.scope(config.distribute)  # before TF's first op
@@ -426,10 +436,7 @@ def train(config: TrainConfig) -> dict:
     model.compile(optimizer=keras.optimizers.Adam(config.learning_rate), jit_compile="auto")
     validation = model.evaluate(val_ds.batch(config.batch_size), return_dict=True, verbose=0)
     markov = markov1_tables(windows(builder, "train", games), stride)
-    last_frames = baselines.LastFrames()
-    for inputs, targets in tfds.as_numpy(val_ds.batch(1024)):
-        last_frames.add(inputs, targets)
-    validation_baselines = last_frames.figures(markov)
+    last_position = validation_last_position(model, val_ds, markov)
     name = config.name or f"{config.backbone}_custom"
     metadata = {
         "name": name,
@@ -468,7 +475,8 @@ def train(config: TrainConfig) -> dict:
         },
         "validation": {
             **{k: float(v) for k, v in validation.items()},
-            "baselines": validation_baselines,
+            "last_position": {k: last_position[k] for k in ("loss", "frames", "heads")},
+            "baselines": last_position["baselines"],
         },
         "markov1": markov.to_json(),
     }

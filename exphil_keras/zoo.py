@@ -86,8 +86,8 @@ def save(model: keras.Model, folder, metadata: dict) -> dict:
 def markdown_table(names=None) -> str:
     """docs/ZOO.md's table, from each preset's metadata.json (so every figure is traceable).
 
-    Beside each preset, its baselines on the same validation frames: Markov-1's loss and the
-    main-stick accuracy of repeating the previous input.
+    Beside each preset, its baselines on the same validation frames (each window's last
+    position): Markov-1's loss and the main-stick accuracy of repeating the previous input.
     """
     rows = [
         "| preset | backbone | parameters | val loss | main_x acc | main_y acc | Markov-1 loss "
@@ -98,9 +98,10 @@ def markdown_table(names=None) -> str:
         meta = info(name)
         val, training = meta["validation"], meta["training"]
         markov, repeat = val["baselines"]["markov1"], val["baselines"]["repeat_previous"]
+        heads = val["last_position"]["heads"]
         rows.append(
             f"| {name} | {meta['backbone']} | {meta['parameters']:,} | {val['last_loss']:.4f} "
-            f"| {val['main_x_accuracy']:.4f} | {val['main_y_accuracy']:.4f} "
+            f"| {heads['main_x']['acc']:.4f} | {heads['main_y']['acc']:.4f} "
             f"| {markov['loss']:.4f} "
             f"| {repeat['main_x']['acc']:.4f} / {repeat['main_y']['acc']:.4f} "
             f"| {training['epochs_run']} | {training['wall_seconds'] / 60:.0f} min "

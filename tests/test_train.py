@@ -99,6 +99,11 @@ def test_eval_matches_the_training_metric_and_reports_baselines(trained, data_di
     assert result["baselines"]["markov1"]["loss"] == pytest.approx(recorded["markov1"]["loss"])
     for head, acc in recorded["repeat_previous"].items():
         assert result["baselines"]["repeat_previous"][head]["acc"] == pytest.approx(acc["acc"])
+    # ...and the model's own per-head figures at the last position, which ZOO.md's table shows.
+    last_position = metadata["validation"]["last_position"]
+    assert last_position["frames"] == 22
+    for head, figures in result["heads"].items():
+        assert last_position["heads"][head] == pytest.approx(figures, rel=1e-4)
     assert 0 <= result["baselines"]["repeat_previous"]["main_x"]["acc"] <= 1
     # The CLI on the whole folder, restricted to the validation games: the same 22 windows.
     done = exphil("eval", "--model", str(output / "preset"), "--replays", str(DUMMY),
