@@ -118,10 +118,8 @@ class LastFrames:
 
     def __init__(self):
         self.prev_input, self.targets = [], {head: [] for head in features.TARGETS}
-        self.nll, self.correct = (
-            {h: [] for h in features.TARGETS},
-            {h: [] for h in features.TARGETS},
-        )
+        self.nll = {head: [] for head in features.TARGETS}
+        self.correct = {head: [] for head in features.TARGETS}
 
     def add(self, inputs: dict, targets: dict, logits: dict) -> None:
         """Adds a batch of windows and the policy's logits for them (every position)."""
