@@ -293,7 +293,7 @@ def play_replay(model, replay_path, port=None) -> dict:
         if gamestate.frame >= features.FIRST_PLAYABLE_FRAME:
             seconds.append(elapsed)
             cpu_seconds.append(cpu)
-            frames.append(gamestate.frame)
+            frames.append(int(gamestate.frame))  # libmelee's is a numpy int32
             decided_frame, decided = gamestate.frame, _classes(decision)
         gamestate = console.step()
     if not seconds:

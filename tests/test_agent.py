@@ -4,6 +4,7 @@ import gc
 import json
 import subprocess
 import sys
+import time
 
 import melee
 import numpy as np
@@ -188,3 +189,30 @@ def test_cli_play_replay_prints_latency_and_agreement(tmp_path):
     assert len(result["over_budget_frames"]) == result["latency_ms"]["over_budget"]
     assert set(result["agreement"]) == set(features.TARGETS)
     assert all(0.0 <= v <= 1.0 for v in result["agreement"].values())
+
+
+class _PausedOnce:
+    """A policy whose 30th step sleeps past the frame budget: wall time without CPU time."""
+
+    def __init__(self, model):
+        self.model, self.calls = model, 0
+
+    def initial_state(self, batch):
+        return self.model.initial_state(batch)
+
+    def step(self, inputs, state):
+        self.calls += 1
+        if self.calls == 30:
+            time.sleep(features.FRAME_BUDGET_MS / 1e3 + 0.01)
+        return self.model.step(inputs, state)
+
+
+def test_play_replay_reports_each_frame_over_budget(gru):
+    result = agent.play_replay(_PausedOnce(gru), REPLAYS / SHORT)
+    json.dumps(result)  # the report is JSON, over-budget frames included
+    assert result["latency_ms"]["over_budget"] >= 1
+    assert len(result["over_budget_frames"]) == result["latency_ms"]["over_budget"]
+    paused = max(result["over_budget_frames"], key=lambda f: f["wall_ms"])
+    assert paused["wall_ms"] > features.FRAME_BUDGET_MS + 5
+    assert paused["cpu_ms"] < paused["wall_ms"] - 5  # sleeping is not computing
+    assert "over budget: frame" in agent.format_play_report(result)
