@@ -261,6 +261,14 @@ def _classes(state: melee.ControllerState) -> dict:
     return features.discretise_controller(encode_controller_state(state)[0])
 
 
+def _spread(ms: np.ndarray) -> dict:
+    return {
+        "median": float(np.median(ms)),
+        "p99": float(np.percentile(ms, 99)),
+        "max": float(ms.max()),
+    }
+
+
 def play_replay(model, replay_path, port=None) -> dict:
     """Run the agent over a replay through libmelee's Console, as if live (greedy).
 
@@ -307,17 +315,11 @@ def play_replay(model, replay_path, port=None) -> dict:
         "opponent_port": opponent_port,
         "frames": len(ms),
         "latency_ms": {
-            "median": float(np.median(ms)),
-            "p99": float(np.percentile(ms, 99)),
-            "max": float(ms.max()),
+            **_spread(ms),
             "over_budget": len(over),
             "budget": features.FRAME_BUDGET_MS,
         },
-        "cpu_ms": {
-            "median": float(np.median(cpu_ms)),
-            "p99": float(np.percentile(cpu_ms, 99)),
-            "max": float(cpu_ms.max()),
-        },
+        "cpu_ms": _spread(cpu_ms),
         "over_budget_frames": [
             {"frame": frames[i], "wall_ms": float(ms[i]), "cpu_ms": float(cpu_ms[i])} for i in over
         ],
