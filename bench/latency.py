@@ -254,7 +254,7 @@ def main():
     report(results, references)
     from exphil_keras import zoo
 
-    presets = args.presets or zoo.list()
+    presets = args.presets or zoo.names()
     exported = run_worker("tensorflow", args.step_repeats, *presets, flag="--exported-worker")
     report_exported(exported, references)
 

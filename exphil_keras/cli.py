@@ -50,10 +50,10 @@ def _train(args) -> int:
 
 
 def _eval(args) -> int:
-    from exphil_keras import eval as evaluation
+    from exphil_keras import evaluate
 
-    result = evaluation.evaluate_preset(args.model, args.replays, args.batch_size, args.split)
-    print(evaluation.format_result(result))
+    result = evaluate.evaluate_preset(args.model, args.replays, args.batch_size, args.split)
+    print(evaluate.format_result(result))
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=1) + "\n")
     return 0
@@ -118,7 +118,7 @@ def _zoo(args) -> int:
             json.dumps({k: v for k, v in zoo.info(args.name).items() if k != "markov1"}, indent=1)
         )
     else:
-        for name in zoo.list():
+        for name in zoo.names():
             print(name)
     return 0
 

@@ -7,7 +7,6 @@ trained, what it scored, the sha256 of every file). Shipped presets live in the 
 
 from __future__ import annotations
 
-import builtins
 import json
 from pathlib import Path
 
@@ -21,7 +20,7 @@ MODEL_FILE = "model.keras"
 METADATA_FILE = "metadata.json"
 
 
-def list() -> builtins.list[str]:  # noqa: A001  (the zoo's public verb)
+def names() -> list[str]:
     """Names of the presets shipped in the package."""
     if not SHIPPED.is_dir():
         return []
@@ -34,7 +33,7 @@ def _folder(name_or_path) -> Path:
         return path
     if (SHIPPED / str(name_or_path) / METADATA_FILE).is_file():
         return SHIPPED / str(name_or_path)
-    known = ", ".join(list()) or "none yet"
+    known = ", ".join(names()) or "none yet"
     raise ValueError(
         f"unknown preset {str(name_or_path)!r}: not a preset folder nor one of: {known}"
     )
@@ -94,7 +93,7 @@ def markdown_table(names=None) -> str:
         "| repeat-previous main_x / main_y acc | epochs | wall time | device | command |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for name in names if names is not None else list():
+    for name in names if names is not None else names():
         meta = info(name)
         val, training = meta["validation"], meta["training"]
         markov, repeat = val["baselines"]["markov1"], val["baselines"]["repeat_previous"]

@@ -15,8 +15,7 @@ import keras
 import numpy as np
 import pytest
 
-from exphil_keras import eval as evaluation
-from exphil_keras import train, zoo
+from exphil_keras import evaluate, train, zoo
 from exphil_keras.datasets.slippi_windows import build
 
 DUMMY = Path(train.__file__).resolve().parent / "datasets" / "slippi_windows" / "dummy_data"
@@ -88,7 +87,7 @@ def test_eval_matches_the_training_metric_and_reports_baselines(trained, data_di
     validation = tmp_path / "validation"
     validation.mkdir()
     shutil.copy(DUMMY / "project-slippi__slp_consistencyTest_YoshiVDK-Egg-13.slp", validation)
-    result = evaluation.evaluate_preset(output / "preset", validation)
+    result = evaluate.evaluate_preset(output / "preset", validation)
     # The same windows as the validation split: eval's float64 loss equals Keras' last_loss.
     assert result["frames"] == 22
     assert result["loss"] == pytest.approx(metadata["validation"]["last_loss"], rel=1e-4)
@@ -126,7 +125,7 @@ def test_tampered_weights_are_refused(trained, tmp_path):
 def test_unknown_preset_names_the_known_ones():
     with pytest.raises(ValueError, match="unknown preset 'no_such_preset'") as error:
         zoo.load("no_such_preset")
-    for name in zoo.list():
+    for name in zoo.names():
         assert name in str(error.value)
 
 

@@ -25,7 +25,7 @@ def validation_windows(tmp_path_factory):
     ).batch(8)
 
 
-@pytest.mark.parametrize("name", zoo.list())
+@pytest.mark.parametrize("name", zoo.names())
 def test_shipped_preset_loads_compiled_and_fine_tunes(name, validation_windows):
     info = zoo.info(name)
     assert info["feature_version"] == features.FEATURE_VERSION
