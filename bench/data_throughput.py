@@ -15,7 +15,8 @@ import peppi_py
 import tensorflow  # noqa: F401  (imported up front: its import is not build work)
 
 from exphil_keras import features
-from exphil_keras.datasets.slippi_windows import build, find_replays
+from exphil_keras.datasets.slippi_windows import build
+from exphil_keras.replays import find_replays
 
 
 def timed(fn):

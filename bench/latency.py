@@ -18,11 +18,10 @@ import sys
 
 import numpy as np
 
-from exphil_keras.bench import ONE_THREAD, timings_ms
+from exphil_keras.timing import ONE_THREAD, one_thread_backend, timings_ms
 
 DEFAULTS = {"hidden_size": 256, "num_layers": 2, "state_size": 16}
 WINDOW = 60
-ARCHITECTURES = ["mlp", "lstm", "gru", "attention", "mamba", "jamba"]
 TORCH_REFERENCE = {"lstm": "torch LSTM", "gru": "torch GRU", "attention": "torch Transformer"}
 
 
@@ -31,29 +30,15 @@ def keras_worker(step_repeats, window_repeats):
     import keras
     from keras import ops
 
-    from exphil_keras import backbones
+    from exphil_keras import architectures, backbones
     from exphil_keras.ops import compile_function, selective_scan
     from exphil_keras.policy import build_policy, example_batch
 
     backend = keras.backend.backend()
-    if backend == "tensorflow":
-        import tensorflow as tf
-
-        tf.config.threading.set_intra_op_parallelism_threads(1)
-        tf.config.threading.set_inter_op_parallelism_threads(1)
-    if backend == "jax":
-        import jax
-
-        def ready(tree):
-            return jax.block_until_ready(tree)
-    else:
-
-        def ready(tree):
-            return tree
-
+    ready = one_thread_backend()
     rng = np.random.default_rng(0)
     results = {"backend": backend, "backbones": {}}
-    for name in ARCHITECTURES:
+    for name in architectures.ARCHITECTURES:
         backbone = backbones.build(name, window=WINDOW, **DEFAULTS)
         backbone.build((None, None, DEFAULTS["hidden_size"]))
         window = ops.convert_to_tensor(
@@ -95,10 +80,7 @@ def keras_worker(step_repeats, window_repeats):
 def exported_worker(step_repeats, presets):
     """TensorFlow process, one thread: per preset, the Keras `step`, the reloaded SavedModel's
     `step` endpoint and onnxruntime's `step.onnx`, each fed its own state; prints JSON."""
-    import tensorflow as tf
-
-    tf.config.threading.set_intra_op_parallelism_threads(1)
-    tf.config.threading.set_inter_op_parallelism_threads(1)
+    one_thread_backend()  # KERAS_BACKEND is tensorflow here (run_worker)
     results = {name: time_exported_steps(name, step_repeats) for name in presets}
     print("RESULT " + json.dumps(results))
 

@@ -42,11 +42,13 @@ def train_worker(data_dir, distribute, batch, steps):
     import keras
     import tensorflow as tf
 
-    from exphil_keras import distribution, policy, train
+    from exphil_keras import distribution, policy
+    from exphil_keras.training import data
+    from exphil_keras.training.config import TrainConfig
 
     scope, replicas = distribution.scope(distribute)
-    builder = train.dataset_builder(train.TrainConfig(data_dir=data_dir))
-    ds = train.windows(builder, "train").take(batch * 4).cache().repeat().batch(batch)
+    builder = data.dataset_builder(TrainConfig(data_dir=data_dir))
+    ds = data.windows(builder, "train").take(batch * 4).cache().repeat().batch(batch)
     with scope:
         model = policy.build_policy(backbone="gru", window=WINDOW, hidden_size=128)
         model.compile(optimizer=keras.optimizers.Adam(1e-3), jit_compile="auto")

@@ -18,7 +18,7 @@ import melee
 import numpy as np
 from melee.enums import Button, Menu, Stage, to_internal_stage
 
-from exphil_keras import features, zoo
+from exphil_keras import features, timing, zoo
 
 # Input field -> why libmelee's GameState cannot give the value the replay holds (the parity
 # test skips exactly these, and asserts every other column agrees).
@@ -261,14 +261,6 @@ def _classes(state: melee.ControllerState) -> dict:
     return features.discretise_controller(encode_controller_state(state)[0])
 
 
-def _spread(ms: np.ndarray) -> dict:
-    return {
-        "median": float(np.median(ms)),
-        "p99": float(np.percentile(ms, 99)),
-        "max": float(ms.max()),
-    }
-
-
 def play_replay(model, replay_path, port=None) -> dict:
     """Run the agent over a replay through libmelee's Console, as if live (greedy).
 
@@ -315,11 +307,11 @@ def play_replay(model, replay_path, port=None) -> dict:
         "opponent_port": opponent_port,
         "frames": len(ms),
         "latency_ms": {
-            **_spread(ms),
+            **timing.spread(ms),
             "over_budget": len(over),
             "budget": features.FRAME_BUDGET_MS,
         },
-        "cpu_ms": _spread(cpu_ms),
+        "cpu_ms": timing.spread(cpu_ms),
         "over_budget_frames": [
             {"frame": frames[i], "wall_ms": float(ms[i]), "cpu_ms": float(cpu_ms[i])} for i in over
         ],

@@ -20,8 +20,6 @@ import contextlib
 import os
 import re
 
-import keras
-
 MODES = ("none", "data-parallel")
 
 
@@ -42,6 +40,8 @@ def scope(mode: str):
         return contextlib.nullcontext(), 1
     if mode != "data-parallel":
         raise ValueError(f"unknown --distribute {mode!r}; choose one of {', '.join(MODES)}")
+    import keras  # here, not at the top: the CLI reads MODES without starting a backend
+
     backend = keras.backend.backend()
     if backend == "jax":
         return _jax_data_parallel()
@@ -53,6 +53,8 @@ def scope(mode: str):
 
 
 def _jax_data_parallel():
+    import keras
+
     if "KERAS_DISTRIBUTION_JOB_ADDRESSES" in os.environ:
         keras.distribution.initialize()
     devices = keras.distribution.list_devices()

@@ -11,7 +11,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from exphil_keras import baselines, features, zoo
-from exphil_keras.datasets.slippi_windows import find_replays
+from exphil_keras.replays import find_replays
 
 
 def replay_windows(paths, window: int, action_delay: int, frame_delay: int, stride=None):

@@ -82,7 +82,7 @@ def save(model: keras.Model, folder, metadata: dict) -> dict:
     return metadata
 
 
-def markdown_table(names=None) -> str:
+def markdown_table(presets=None) -> str:
     """docs/ZOO.md's table, from each preset's metadata.json (so every figure is traceable).
 
     Beside each preset, its baselines on the same validation frames (each window's last
@@ -93,7 +93,7 @@ def markdown_table(names=None) -> str:
         "| repeat-previous main_x / main_y acc | epochs | wall time | device | command |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for name in names if names is not None else names():
+    for name in presets if presets is not None else names():
         meta = info(name)
         val, training = meta["validation"], meta["training"]
         markov, repeat = val["baselines"]["markov1"], val["baselines"]["repeat_previous"]

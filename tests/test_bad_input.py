@@ -9,7 +9,7 @@ import pytest
 from shared_data import BAD_REPLAYS, REPLAYS, read_manifest
 
 from exphil_keras import features
-from exphil_keras.datasets.slippi_windows import find_replays
+from exphil_keras.replays import find_replays
 
 GOOD = REPLAYS / "alberobruno__server_uploads_Game_20210523T182632.slp"
 

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from exphil_keras import bench, train
+from exphil_keras import architectures, train
+from exphil_keras.bench import render
 from exphil_keras.datasets.slippi_windows import build
 
 DUMMY = Path(train.__file__).resolve().parent / "datasets" / "slippi_windows" / "dummy_data"
@@ -38,15 +39,15 @@ def test_exphil_bench_trains_times_and_writes_every_figure(tmp_path):
             assert 0 < r["latency_ms"][kind]["median"] <= r["latency_ms"][kind]["p99"]
     page = (docs / "ARCHITECTURES.md").read_text()
     assert page.startswith("# Architectures\n\nProse that stays.")
-    assert bench.architectures_block(results) in page
-    assert bench.backbone_block(results, "gru") in (docs / "GRU.md").read_text()
-    bench.update_docs(results, docs)  # idempotent: the block is replaced, not appended
+    assert render.architectures_block(results) in page
+    assert render.backbone_block(results, "gru") in (docs / "GRU.md").read_text()
+    render.update_docs(results, docs)  # idempotent: the block is replaced, not appended
     assert (docs / "ARCHITECTURES.md").read_text() == page
 
 
 def test_the_docs_tables_are_the_committed_bench_results():
     results = json.loads((DOCS / "bench" / "results.json").read_text())
-    assert set(results["backbones"]) == set(bench.BACKBONES)
-    assert bench.architectures_block(results) in (DOCS / "ARCHITECTURES.md").read_text()
-    for name, page in bench.PAGES.items():
-        assert bench.backbone_block(results, name) in (DOCS / page).read_text()
+    assert set(results["backbones"]) == set(architectures.ARCHITECTURES)
+    assert render.architectures_block(results) in (DOCS / "ARCHITECTURES.md").read_text()
+    for name, architecture in architectures.ARCHITECTURES.items():
+        assert render.backbone_block(results, name) in (DOCS / architecture.page).read_text()

@@ -15,6 +15,7 @@ from shared_data import BAD_REPLAYS, REPLAYS
 
 from exphil_keras import train, zoo
 from exphil_keras.datasets.slippi_windows import build
+from exphil_keras.training import data
 
 DUMMY = Path(train.__file__).resolve().parent / "datasets" / "slippi_windows" / "dummy_data"
 TWO_CPUS = "--xla_force_host_platform_device_count=2"
@@ -51,8 +52,8 @@ def test_data_parallel_on_two_devices_follows_the_one_device_run(backend, data_d
         )
     # Saved by the 2-device run, loaded here on one device: the same validation loss.
     model = zoo.load(tmp_path / "parallel" / "preset")
-    builder = train.dataset_builder(train.TrainConfig(data_dir=str(data_dir)))
-    ds = train.windows(builder, "validation").batch(4)
+    builder = data.dataset_builder(train.TrainConfig(data_dir=str(data_dir)))
+    ds = data.windows(builder, "validation").batch(4)
     result = model.evaluate(ds, return_dict=True, verbose=0)
     assert result["last_loss"] == pytest.approx(parallel["validation"]["last_loss"], rel=RTOL)
 

@@ -17,6 +17,7 @@ import pytest
 
 from exphil_keras import evaluate, train, zoo
 from exphil_keras.datasets.slippi_windows import build
+from exphil_keras.training import callbacks, data, schedules
 
 DUMMY = Path(train.__file__).resolve().parent / "datasets" / "slippi_windows" / "dummy_data"
 TINY = ["--backbone", "gru", "--hidden-size", "16", "--batch-size", "4"]
@@ -78,8 +79,8 @@ def test_ema_weights_are_validated_and_saved(trained, data_dir, tmp_path):
 
 
 def _validation_batch(data_dir):
-    builder = train.dataset_builder(train.TrainConfig(data_dir=str(data_dir)))
-    return next(iter(train.windows(builder, "validation").batch(64).as_numpy_iterator()))
+    builder = data.dataset_builder(train.TrainConfig(data_dir=str(data_dir)))
+    return next(iter(data.windows(builder, "validation").batch(64).as_numpy_iterator()))
 
 
 def test_eval_matches_the_training_metric_and_reports_baselines(trained, data_dir, tmp_path):
@@ -172,9 +173,9 @@ def test_a_resumed_run_keeps_its_best_epoch_and_patience(tmp_path, recorded):
     (tmp_path / "best.keras").write_bytes(b"the epoch-3 model")
     if recorded:
         (tmp_path / "best.json").write_text(json.dumps({"epoch": 3, "value": 0.55}))
-    checkpoint = train.BestCheckpoint(tmp_path / "best.keras", "val_last_loss")
+    checkpoint = callbacks.BestCheckpoint(tmp_path / "best.keras", "val_last_loss")
     stopping = keras.callbacks.EarlyStopping(monitor="val_last_loss", patience=2, mode="min")
-    log = train.RunLog(tmp_path / "epochs.json", "val_last_loss", checkpoint, stopping)
+    log = callbacks.RunLog(tmp_path / "epochs.json", "val_last_loss", checkpoint, stopping)
     for callback in (checkpoint, stopping, log):
         callback.on_train_begin()
     log.on_epoch_begin(4)
@@ -188,9 +189,9 @@ def test_a_resumed_run_keeps_its_best_epoch_and_patience(tmp_path, recorded):
 def test_the_schedule_counts_batches_under_gradient_accumulation():
     """Keras steps the schedule every batch: 2 epochs of 8 batches, 4 per update, no warmup."""
     config = train.TrainConfig(epochs=2, grad_accumulation=4, schedule="cosine", learning_rate=1.0)
-    schedule = train.learning_rate(config, steps_per_epoch=8)
+    schedule = schedules.learning_rate(config, steps_per_epoch=8)
     assert float(schedule(8)) == pytest.approx(0.5, abs=1e-6)  # half way
-    warm = train.learning_rate(dataclasses.replace(config, warmup_steps=1), steps_per_epoch=8)
+    warm = schedules.learning_rate(dataclasses.replace(config, warmup_steps=1), steps_per_epoch=8)
     assert float(warm(2)) < 1.0 and float(warm(4)) == pytest.approx(1.0, abs=1e-2)
 
 
@@ -200,7 +201,7 @@ def test_nan_loss_stops_training_and_says_where():
     model = policy.build_policy(backbone="mlp", window=8, hidden_size=8, num_layers=1)
     inputs, targets = policy.example_batch(model, 4)
     inputs["ego_state"][1, 3, 0] = np.nan
-    stop = train.StopOnNaN()
+    stop = callbacks.StopOnNaN()
     history = model.fit(inputs, targets, epochs=3, batch_size=2, callbacks=[stop], verbose=0)
     assert stop.where.startswith("epoch 1, batch ") and stop.where.endswith("(loss nan)")
     assert len(history.history["loss"]) == 1

@@ -1,23 +1,18 @@
-"""The backbone zoo: seven CLI names over six architectures, all [B, T, H] -> [B, T, H], causal."""
+"""The backbones: every name of `exphil_keras.architectures`, [B, T, H] -> [B, T, H], causal."""
 
+import importlib
 import inspect
 
-from exphil_keras.backbones.attention import SlidingWindowAttentionBackbone
-from exphil_keras.backbones.gru import GRUBackbone
-from exphil_keras.backbones.jamba import JambaBackbone
-from exphil_keras.backbones.lstm import LSTMBackbone
-from exphil_keras.backbones.mamba import MambaBackbone
-from exphil_keras.backbones.mlp import MLPBackbone
+from exphil_keras import architectures
 
-BACKBONES = {
-    "mlp": MLPBackbone,
-    "lstm": LSTMBackbone,
-    "gru": GRUBackbone,
-    "attention": SlidingWindowAttentionBackbone,
-    "sliding_window": SlidingWindowAttentionBackbone,
-    "mamba": MambaBackbone,
-    "jamba": JambaBackbone,
-}
+
+def _layer_class(architecture):
+    module, name = architecture.layer.split(":")
+    return getattr(importlib.import_module(f"{__name__}.{module}"), name)
+
+
+# Importing every backbone module also registers its classes for `.keras` loading.
+BACKBONES = {name: _layer_class(architectures.get(name)) for name in architectures.NAMES}
 
 
 def build(name, /, **kwargs):
@@ -26,9 +21,7 @@ def build(name, /, **kwargs):
     Knobs a backbone lacks (e.g. `state_size` for an LSTM) are dropped, so one set of CLI flags
     serves every name.
     """
-    if name not in BACKBONES:
-        raise ValueError(f"unknown backbone {name!r}; choose one of {sorted(BACKBONES)}")
-    cls = BACKBONES[name]
+    cls = BACKBONES[architectures.get(name).name]
     knobs = inspect.signature(cls).parameters
     return cls(**{k: v for k, v in kwargs.items() if k in knobs or k in ("name", "dtype")})
 
@@ -46,14 +39,4 @@ def summary(hidden_size=256, num_layers=2, state_size=16, print_fn=print):
     return counts
 
 
-__all__ = [
-    "BACKBONES",
-    "GRUBackbone",
-    "JambaBackbone",
-    "LSTMBackbone",
-    "MLPBackbone",
-    "MambaBackbone",
-    "SlidingWindowAttentionBackbone",
-    "build",
-    "summary",
-]
+__all__ = ["BACKBONES", "build", "summary"]

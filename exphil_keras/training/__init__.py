@@ -1,0 +1,1 @@
+"""What `exphil_keras.train` is made of: its options, data, schedules and callbacks."""
