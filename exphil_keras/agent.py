@@ -50,6 +50,7 @@ EXTERNAL_STAGE = {
     to_internal_stage(i): i for i in range(256) if to_internal_stage(i) is not Stage.NO_STAGE
 }
 PARITY_TESTED_SINCE = (3, 7, 0)  # the oldest replay tests/test_agent.py checks
+READABLE_SINCE = (1, 0, 0)  # libmelee fails inside its parser on Slippi 0.x replays
 CATEGORICAL_HEADS = (*features.STICK_AXES, "shoulder")
 
 
@@ -321,7 +322,18 @@ def play_replay(model, replay_path, port=None) -> dict:
 
 
 def play_preset(name_or_path, replay_path, port=None) -> dict:
-    """`play_replay` with a preset, refusing one trained with other delays than the agent's."""
+    """`play_replay` with a preset, refusing one trained with other delays than the agent's,
+    and, before any work, a replay that is broken, not a 2-player game or older than libmelee
+    can read."""
+    try:
+        version = features.probe_replay(replay_path)
+    except features.ReplaySkipped as skipped:
+        raise ValueError(str(skipped)) from None
+    if version < READABLE_SINCE:
+        raise ValueError(
+            f"{replay_path}: Slippi {'.'.join(map(str, version))}; libmelee reads replays from "
+            f"Slippi {'.'.join(map(str, READABLE_SINCE))} on"
+        )
     metadata = zoo.info(name_or_path)
     delays = (metadata["action_delay"], metadata["frame_delay"])
     if delays != (1, 0):

@@ -67,6 +67,8 @@ def _build_data(args) -> int:
         _extra("apache_beam", "beam")
     from exphil_keras.datasets.slippi_windows import build
 
+    if args.data_dir:
+        _writable_folder(args.data_dir, "--data-dir")
     with logging_redirect_tqdm():  # skip messages print above the progress bar, not through it
         builder, report = build(
             args.replays,
@@ -385,6 +387,8 @@ def _start_backends_quietly() -> None:
 
 
 def main(argv=None) -> int:
+    for stream in (sys.stdout, sys.stderr):  # a file name with any bytes prints, escaped
+        stream.reconfigure(errors="backslashreplace")
     args = make_parser().parse_args(argv)
     if getattr(args, "backend", None):
         os.environ["KERAS_BACKEND"] = args.backend  # before anything imports keras

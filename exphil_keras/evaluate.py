@@ -48,7 +48,13 @@ def evaluate(model, replays, metadata: dict, batch_size: int = 256, split: str =
     """
     paths = find_replays(replays)
     if split != "all":
+        found = len(paths)
         paths = [p for p in paths if _split_or_none(p) == split]
+        if not paths:
+            raise ValueError(
+                f"none of the {found} replays in {replays} is a {split} game (games are split "
+                "by their file's sha256: 80% train, 10% validation, 10% test); try --split all"
+            )
     window = metadata["window"]
     last_frames = baselines.LastFrames()
     for inputs, targets in replay_windows(

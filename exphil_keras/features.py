@@ -8,6 +8,7 @@ through the same definition. Every constant here is listed in docs/FEATURES.md;
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 from pathlib import Path
@@ -257,11 +258,25 @@ _READ_ERRORS = {
 }
 
 
+@contextlib.contextmanager
+def _utf8_path(path):
+    """A path peppi can take: peppi-py reads UTF-8 paths only, so a file whose name holds other
+    bytes is handed over as its open descriptor (/dev/fd/N), and no game is lost to its name."""
+    try:
+        str(path).encode("utf-8")
+    except UnicodeEncodeError:
+        with open(path, "rb") as f:
+            yield f"/dev/fd/{f.fileno()}"
+        return
+    yield str(path)
+
+
 def _read(path, skip_frames=False):
     import peppi_py
 
     try:
-        return peppi_py.read_slippi(str(path), skip_frames=skip_frames)
+        with _utf8_path(path) as readable:
+            return peppi_py.read_slippi(readable, skip_frames=skip_frames)
     except (KeyboardInterrupt, SystemExit, GeneratorExit):
         raise
     except BaseException as e:  # peppi raises OSError, and panics (pyo3 PanicException)
@@ -405,9 +420,12 @@ def read_replay(
     )
 
 
-def probe_replay(path) -> None:
-    """Cheap header-only check (no frames): ReplaySkipped for games that cannot be used."""
-    _check_players(path, _read(path, skip_frames=True).start.players)
+def probe_replay(path) -> tuple[int, int, int]:
+    """Cheap header-only check (no frames): ReplaySkipped for games that cannot be used;
+    returns the replay's Slippi version."""
+    start = _read(path, skip_frames=True).start
+    _check_players(path, start.players)
+    return tuple(start.slippi.version)
 
 
 def _check_players(path, players) -> None:

@@ -18,7 +18,7 @@ import keras
 from exphil_keras import distribution, features, policy, zoo
 from exphil_keras.training import callbacks, record, run, schedules
 from exphil_keras.training.config import TrainConfig
-from exphil_keras.training.data import training_data
+from exphil_keras.training.data import training_data, windows
 
 __all__ = ["TrainConfig", "train"]
 
@@ -78,7 +78,8 @@ def train(config: TrainConfig) -> dict:
         model.set_weights(keras.saving.load_model(best, compile=False).get_weights())
     validation = model.evaluate(data.validation, return_dict=True, verbose=0)
     markov = record.markov1_tables(data.train_windows(), data.stride)
-    last_position = record.last_position_figures(model, data.validation, markov)
+    validation_windows = windows(data.builder, "validation")
+    last_position = record.last_position_figures(model, validation_windows, markov)
     metadata = {
         "name": config.name or f"{config.backbone}_custom",
         "backbone": config.backbone,

@@ -2,20 +2,21 @@
 errors with exit 2 (`--debug` for the traceback), and no backend start-up noise on stderr."""
 
 import json
+import os
 import re
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-from shared_data import BAD_REPLAYS
+from shared_data import BAD_REPLAYS, REPLAYS
 
 from exphil_keras import train
 from exphil_keras.datasets.slippi_windows import build
 
 DUMMY = Path(train.__file__).resolve().parent / "datasets" / "slippi_windows" / "dummy_data"
 TINY = ["--backbone", "gru", "--hidden-size", "16", "--batch-size", "4"]
-NOISE = re.compile(r"E0000|I0000|W0000|absl|stack backtrace|RUST_BACKTRACE=1")
+NOISE = re.compile(r"E0000|I0000|W0000|absl|stack backtrace")
 
 
 def exphil(*args, env=None, timeout=600):
@@ -118,8 +119,6 @@ def test_more_epochs_train_a_finished_run_further(finished):
 
 @pytest.mark.parametrize("command", ["zoo", "eval", "build-data"])
 def test_commands_print_no_backend_start_up_lines(command, tmp_path):
-    import os
-
     env = {**os.environ, "RUST_BACKTRACE": "1"}
     args = {
         "zoo": ["zoo"],
@@ -150,3 +149,47 @@ def _parse(argv):
     from exphil_keras import cli
 
     return cli.make_parser().parse_args(argv)
+
+
+def test_a_replay_is_read_and_reported_whatever_bytes_its_name_holds(tmp_path):
+    folder = tmp_path / "replays"
+    folder.mkdir()
+    odd = os.fsdecode(bytes(folder) + b"/g\xff\xfeame.slp")  # not UTF-8
+    Path(odd).write_bytes((DUMMY / "hohav__test_replays_dash_back.slp").read_bytes())
+    env = {**os.environ, "PYTHONIOENCODING": "utf-8:strict"}
+    done = exphil("build-data", "--replays", str(folder), "--data-dir", str(tmp_path / "tfds"),
+                  env=env)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "files read: 1, skipped: 0" in done.stdout
+    report = json.loads(next((tmp_path / "tfds").rglob("build_report.json")).read_text())
+    assert [g["file"] for split in report["games_used"].values() for g in split.values()] == [
+        os.fsdecode(b"g\xff\xfeame.slp")
+    ]
+
+
+@pytest.mark.parametrize(
+    ("replay", "message"),
+    [
+        ("hohav__test_replays_v0.1.slp", "Slippi 0.1.0; libmelee reads replays from Slippi 1.0.0"),
+        ("random.slp", "not a Slippi replay"),
+        ("PMcca__test_replays_doubles.slp", "4 players (only 2-player games are used)"),
+    ],
+)
+def test_play_replay_refuses_what_it_cannot_play_up_front(replay, message, tmp_path):
+    path = REPLAYS / replay
+    if replay == "random.slp":
+        path = tmp_path / replay
+        path.write_bytes(os.urandom(4096))
+    done = exphil("play-replay", "--model", "mlp_quick", "--replay", str(path))
+    assert done.returncode == 2, done.stderr[-3000:]
+    assert len(done.stderr.strip().splitlines()) == 1
+    assert str(path) in done.stderr and message in done.stderr
+
+
+def test_eval_on_a_split_with_no_game_says_so(tmp_path):
+    folder = tmp_path / "test_only"
+    folder.mkdir()
+    (folder / "g.slp").write_bytes((DUMMY / "hohav__test_replays_dash_back.slp").read_bytes())
+    done = exphil("eval", "--model", "mlp_quick", "--replays", str(folder), "--split", "validation")
+    assert done.returncode == 2
+    assert f"none of the 1 replays in {folder} is a validation game" in done.stderr

@@ -45,10 +45,13 @@ def markov1_tables(train_windows: tf.data.Dataset, stride: int) -> baselines.Mar
 
 
 def last_position_figures(model, validation: tf.data.Dataset, markov: baselines.Markov1) -> dict:
-    """`exphil eval`'s figures on the (batched) validation windows: the model's per-head NLL and
-    accuracy at the last position, where the baselines are scored (Keras's accuracies average
-    every position)."""
+    """`exphil eval`'s figures on the validation windows: the model's per-head NLL and accuracy
+    at the last position, where the baselines are scored (Keras's accuracies average every
+    position)."""
     last_frames = baselines.LastFrames()
-    for inputs, targets in tfds.as_numpy(validation):
-        last_frames.add(inputs, targets, model.predict_on_batch(inputs))
+    for inputs, targets in tfds.as_numpy(validation.batch(1024)):
+        # `predict`, not `predict_on_batch`: under tf.distribute the latter returns every
+        # replica's copy of the batch.
+        logits = model.predict(inputs, batch_size=len(inputs["prev_input"]), verbose=0)
+        last_frames.add(inputs, targets, logits)
     return last_frames.result(markov)
