@@ -38,13 +38,13 @@ def _build_data(args) -> int:
 
 
 def _train(args) -> int:
-    from exphil_keras import train
+    from exphil_keras import train, zoo
 
     metadata = train.train(train.config_from_args(args))
     print(
         f"preset {metadata['name']} written to {Path(args.output) / 'preset'}: validation "
         f"last_loss {metadata['validation']['last_loss']:.4f}, "
-        f"{metadata['training']['wall_seconds']:.0f} s"
+        f"{zoo.training(Path(args.output) / 'preset')['wall_seconds']:.0f} s"
     )
     return 0
 
@@ -114,12 +114,10 @@ def _zoo(args) -> int:
     from exphil_keras import zoo
 
     if args.name:
-        print(
-            json.dumps({k: v for k, v in zoo.info(args.name).items() if k != "markov1"}, indent=1)
-        )
+        print(json.dumps(zoo.info(args.name), indent=1))
     else:
         for name in zoo.names():
-            print(name)
+            print(f"{name}\n    {zoo.info(name)['description']}")
     return 0
 
 

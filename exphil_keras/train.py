@@ -440,47 +440,41 @@ def train(config: TrainConfig) -> dict:
     name = config.name or f"{config.backbone}_custom"
     metadata = {
         "name": name,
+        "description": f"A {config.backbone} policy trained by `exphil train` (see training.json).",
         "backbone": config.backbone,
-        "build_policy": {
-            "backbone": config.backbone,
-            "window": config.window,
-            "hidden_size": config.hidden_size,
-            "num_layers": config.num_layers,
-            "state_size": config.state_size,
-            "expand": config.expand,
-            "label_smoothing": config.label_smoothing,
-        },
         "feature_version": features.FEATURE_VERSION,
         "window": config.window,
         "action_delay": config.action_delay,
         "frame_delay": config.frame_delay,
-        "training": {
-            **dataclasses.asdict(config),
-            "command": config.command or shlex.join(sys.argv),
-            "data": {
-                "dataset": f"slippi_windows/{builder.builder_config.name}",
-                "train_games": games,
-                "train_frames": sum(g["frames"] for g in games.values()),
-            },
-            "epochs_run": len(epochs),
-            "best_epoch": json.loads(checkpoint.record.read_text())["epoch"]
-            if checkpoint.record.exists()
-            else None,
-            "wall_seconds": round(sum(e["seconds"] for e in epochs), 1),
-            "device": device(),
-            "replicas": replicas,
-            "throughput": [e["throughput"] for e in epochs],
-            "peak_device_memory_bytes": peak_device_memory(),
-            "history": run_log.history(),
-        },
+        "heads": "independent",
+        "learning_rate": config.learning_rate,
         "validation": {
-            **{k: float(v) for k, v in validation.items()},
+            "last_loss": float(validation["last_loss"]),
             "last_position": {k: last_position[k] for k in ("loss", "frames", "heads")},
             "baselines": last_position["baselines"],
         },
-        "markov1": markov.to_json(),
     }
-    return zoo.save(model, output / "preset", metadata)
+    training = {
+        **dataclasses.asdict(config),
+        "command": config.command or shlex.join(sys.argv),
+        "data": {
+            "dataset": f"slippi_windows/{builder.builder_config.name}",
+            "train_games": games,
+            "train_frames": sum(g["frames"] for g in games.values()),
+        },
+        "epochs_run": len(epochs),
+        "best_epoch": json.loads(checkpoint.record.read_text())["epoch"]
+        if checkpoint.record.exists()
+        else None,
+        "wall_seconds": round(sum(e["seconds"] for e in epochs), 1),
+        "device": device(),
+        "replicas": replicas,
+        "throughput": [e["throughput"] for e in epochs],
+        "peak_device_memory_bytes": peak_device_memory(),
+        "history": run_log.history(),
+        "validation_all_positions": {k: float(v) for k, v in validation.items()},
+    }
+    return zoo.save(model, output / "preset", metadata, training, markov)
 
 
 def device() -> str:
