@@ -140,7 +140,8 @@ def _train(name, data_dir, output, settings) -> dict:
     if os.waitstatus_to_exitcode(status):
         raise RuntimeError(f"exphil bench: training {name} failed: {' '.join(cmd)}")
     meta = json.loads((output / "preset" / "metadata.json").read_text())
-    history, training = meta["training"]["history"], meta["training"]
+    training = json.loads((output / "preset" / "training.json").read_text())
+    history = training["history"]
     batches = sum(e["batches"] for e in training["throughput"])
     seconds = sum(e["seconds"] for e in training["throughput"])
     batches_per_second = batches / seconds if seconds else float("nan")

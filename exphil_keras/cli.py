@@ -179,8 +179,8 @@ def make_parser() -> argparse.ArgumentParser:
             "Builds the dataset if needed, trains with a progress bar, TensorBoard logs in "
             "OUTPUT/logs, the best epoch by validation last_loss in OUTPUT/best.keras, and a "
             "resumable backup in OUTPUT/backup: run the same command again after an "
-            "interruption to continue. Ends by writing OUTPUT/preset (model.keras + "
-            "metadata.json). A --preset sets ExPhil's values; explicit flags override them."
+            "interruption to continue. Ends by writing OUTPUT/preset (a keras-hub preset "
+            "folder). A --preset sets ExPhil's values; explicit flags override them."
         ),
     )
     train.add_argument("--replays", help="folder of .slp files (to build the dataset from)")

@@ -3,7 +3,7 @@
 `train(TrainConfig(...))` builds the `slippi_windows` dataset if needed, fits with TensorBoard
 logs, best-by-validation checkpoints, resumable backups (`BackupAndRestore`: an interrupted run
 continues from its last finished epoch when started again with the same `output`), early
-stopping and a clear stop on NaN, then writes `output/preset` (model.keras + metadata.json).
+stopping and a clear stop on NaN, then writes `output/preset` (a keras-hub preset folder).
 """
 
 from __future__ import annotations
