@@ -140,7 +140,10 @@ class PresetFiles:
     @staticmethod
     def _open(path: Path):
         """Opened without blocking (a FIFO swapped in after the check) and re-checked by fstat."""
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+        except OSError as e:  # e.g. no permission to read it
+            raise ValueError(f"{path}: cannot be read ({e.strerror})") from None
         f = os.fdopen(fd, "rb")
         if not stat.S_ISREG(os.fstat(fd).st_mode):
             f.close()
