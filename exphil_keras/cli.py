@@ -283,8 +283,12 @@ def _bench(args) -> int:
 
 
 def _zoo_parser(commands):
-    parser = commands.add_parser("zoo", help="list the shipped presets, or show one's metadata")
-    parser.add_argument("name", nargs="?", help="a preset (name or folder) to describe")
+    parser = commands.add_parser(
+        "zoo", help="list the shipped presets with their descriptions, or show one's metadata"
+    )
+    parser.add_argument(
+        "name", nargs="?", help="a preset to describe: a shipped name, a folder, hf:// or kaggle://"
+    )
     parser.set_defaults(run=_zoo)
 
 
@@ -292,12 +296,10 @@ def _zoo(args) -> int:
     from exphil_keras import zoo
 
     if args.name:
-        print(
-            json.dumps({k: v for k, v in zoo.info(args.name).items() if k != "markov1"}, indent=1)
-        )
+        print(json.dumps(zoo.info(args.name), indent=1))
     else:
         for name in zoo.names():
-            print(name)
+            print(f"{name}\n    {zoo.info(name)['description']}")
     return 0
 
 

@@ -41,10 +41,18 @@ def _split_or_none(path):
         return None
 
 
-def evaluate(model, replays, metadata: dict, batch_size: int = 256, split: str = "all") -> dict:
+def evaluate(
+    model,
+    replays,
+    metadata: dict,
+    batch_size: int = 256,
+    split: str = "all",
+    markov: baselines.Markov1 | None = None,
+) -> dict:
     """The JSON of `exphil eval`: loss, frames, per-head NLL/accuracy, and both baselines.
 
-    `split` keeps only the games of one dataset split (by sha256, as the dataset does).
+    `split` keeps only the games of one dataset split (by sha256, as the dataset does); the
+    Markov-1 baseline is scored when its tables, `markov`, are given.
     """
     paths = find_replays(replays)
     if split != "all":
@@ -63,13 +71,13 @@ def evaluate(model, replays, metadata: dict, batch_size: int = 256, split: str =
         last_frames.add(inputs, targets, model.predict(inputs, batch_size=batch_size, verbose=0))
     if not len(last_frames):
         raise ValueError(f"no usable windows of {window} frames in {replays}")
-    markov = baselines.Markov1.from_json(metadata["markov1"]) if "markov1" in metadata else None
     return last_frames.result(markov)
 
 
 def evaluate_preset(name_or_path, replays, batch_size: int = 256, split: str = "all") -> dict:
     model = zoo.load(name_or_path, compile=False)
-    return evaluate(model, replays, zoo.info(name_or_path), batch_size, split)
+    metadata, markov = zoo.info(name_or_path), zoo.markov1(name_or_path)
+    return evaluate(model, replays, metadata, batch_size, split, markov)
 
 
 def format_result(result: dict) -> str:

@@ -9,8 +9,9 @@ import keras
 import numpy as np
 from keras import ops
 from keras.src.losses.loss import scale_loss_for_distribution
+from keras_hub.src.utils import preset_utils
 
-from exphil_keras import backbones, features
+from exphil_keras import backbones, features, preset_files
 from exphil_keras.ops import compile_function
 
 EMBEDDING_WIDTHS = {"action": 32, "character": 8, "stage": 4}  # one table per id kind
@@ -261,6 +262,40 @@ class PolicyModel(keras.Model):
     @classmethod
     def from_config(cls, config):
         return cls(**config)
+
+    @classmethod
+    def from_preset(cls, preset, load_weights=True, **kwargs):
+        """A PolicyModel from a preset: a shipped name, a folder, an `hf://` or `kaggle://` handle.
+
+        keras-hub's `Backbone.from_preset` through its `KerasPresetLoader` (safe mode), but every
+        file is checked against the preset's `metadata.json` before it is parsed; any problem
+        with a file is a ValueError naming it. `kwargs` go to the loader (e.g. `dtype`).
+        """
+        files = preset_files.PresetFiles(preset)
+        config = files.json(preset_files.CONFIG_FILE)
+        try:
+            if not issubclass(preset_utils.check_config_class(config), cls):
+                raise ValueError(
+                    f"it describes a {config['registered_name']}, not a {cls.__name__}"
+                )
+            # The weights are loaded below, from the file whose hash was checked.
+            model = preset_utils.KerasPresetLoader(files.handle, config).load_backbone(
+                cls, load_weights=False, **kwargs
+            )
+        except (KeyError, TypeError, ValueError) as e:
+            where = files.where(preset_files.CONFIG_FILE)
+            problem = f"missing key {e}" if isinstance(e, KeyError) else preset_files.one_line(e)
+            raise ValueError(f"{where}: not a {cls.__name__} config ({problem})") from None
+        if load_weights:
+            weights = files.path(preset_files.WEIGHTS_FILE)
+            try:
+                model.load_weights(weights)
+            except Exception as e:  # h5py and Keras raise many kinds for a damaged file
+                problem = f"{type(e).__name__}: {preset_files.one_line(e)}"
+                raise ValueError(
+                    f"{weights}: not readable as this model's weights ({problem})"
+                ) from None
+        return model
 
 
 def build_policy(

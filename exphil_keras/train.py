@@ -82,13 +82,17 @@ def train(config: TrainConfig) -> dict:
     last_position = record.last_position_figures(model, validation_windows, markov)
     metadata = {
         "name": config.name or f"{config.backbone}_custom",
+        "description": config.description
+        or f"A {config.backbone} policy trained by `exphil train` (see training.json).",
         "backbone": config.backbone,
         "feature_version": features.FEATURE_VERSION,
         "window": config.window,
         "action_delay": config.action_delay,
         "frame_delay": config.frame_delay,
+        "heads": "independent",
+        "learning_rate": config.learning_rate,
         "validation": {
-            **{k: float(v) for k, v in validation.items()},
+            "last_loss": float(validation["last_loss"]),
             "last_position": {k: last_position[k] for k in ("loss", "frames", "heads")},
             "baselines": last_position["baselines"],
         },
@@ -109,10 +113,9 @@ def train(config: TrainConfig) -> dict:
         "throughput": [e["throughput"] for e in epochs],
         "peak_device_memory_bytes": record.peak_device_memory(),
         "history": run_callbacks.run_log.history(),
+        "validation_all_positions": {k: float(v) for k, v in validation.items()},
     }
-    return zoo.save(
-        model, output / "preset", {**metadata, "training": training, "markov1": markov.to_json()}
-    )
+    return zoo.save(model, output / "preset", metadata, training, markov)
 
 
 def _check_devices(config: TrainConfig, replicas: int) -> None:

@@ -1,89 +1,129 @@
 """Trained presets that load by name: `exphil_keras.zoo.load("jamba_production")`.
 
-A preset is a folder: `model.keras` (the PolicyModel) and `metadata.json` (how it was built and
-trained, what it scored, the sha256 of every file). Shipped presets live in the package
-(`zoo/` in the repository); any folder of that form loads by path.
+A preset is a keras-hub preset folder (`config.json`, `model.weights.h5`) with a short
+`metadata.json` (what it is, what it scored, the sha256 of every other file) and, beside it,
+`training.json` (the training record) and `markov1.json` (the Markov-1 baseline's tables).
+Shipped presets live in the package (`exphil_keras/presets/`); any such folder loads by path, and
+keras-hub's `hf://` and `kaggle://` handles load too. `preset_files` checks every file first.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import tempfile
 from pathlib import Path
 
 import keras
+from keras_hub.src.utils import preset_utils
+from keras_hub.src.version import __version__ as keras_hub_version
 
-from exphil_keras import policy  # noqa: F401  (registers PolicyModel for loading)
+from exphil_keras import baselines, preset_files
 from exphil_keras.features import sha256_hex as sha256
+from exphil_keras.policy import PolicyModel
 
-SHIPPED = Path(__file__).resolve().parent / "presets"
-MODEL_FILE = "model.keras"
-METADATA_FILE = "metadata.json"
-
-
-def names() -> list[str]:
-    """Names of the presets shipped in the package."""
-    if not SHIPPED.is_dir():
-        return []
-    return sorted(p.name for p in SHIPPED.iterdir() if (p / METADATA_FILE).is_file())
+SHIPPED = preset_files.SHIPPED
+names = preset_files.names
 
 
-def _folder(name_or_path) -> Path:
-    path = Path(name_or_path).expanduser()
-    if (path / METADATA_FILE).is_file():
-        return path
-    if (SHIPPED / str(name_or_path) / METADATA_FILE).is_file():
-        return SHIPPED / str(name_or_path)
-    known = ", ".join(names()) or "none yet"
-    raise ValueError(
-        f"unknown preset {str(name_or_path)!r}: not a preset folder nor one of: {known}"
-    )
+def info(handle) -> dict:
+    """The preset's `metadata.json`, checked (keys, and a sha256 for every file it has)."""
+    return preset_files.PresetFiles(handle).metadata
 
 
-def info(name_or_path) -> dict:
-    """The preset's metadata.json."""
-    return json.loads((_folder(name_or_path) / METADATA_FILE).read_text())
-
-
-def load(name_or_path, compile: bool = True) -> keras.Model:  # noqa: A002  (Keras' own name)
-    """The preset's PolicyModel, weights checked against metadata's sha256, loaded in safe mode.
+def load(handle, compile: bool = True) -> PolicyModel:  # noqa: A002  (Keras' own name)
+    """The preset's PolicyModel (`PolicyModel.from_preset`: every file checked, safe mode).
 
     With `compile=True` it is compiled for fine-tuning: Adam at a tenth of the peak learning
     rate it was trained with (a trained model overshoots at its training peak).
     """
-    folder = _folder(name_or_path)
-    metadata = info(folder)
-    for file, expected in metadata["sha256"].items():
-        actual = sha256(folder / file)
-        if actual != expected:
-            raise ValueError(
-                f"{folder / file}: sha256 {actual} does not match metadata.json ({expected}); "
-                "the file was changed or damaged, refusing to load it"
-            )
-    model = keras.saving.load_model(folder / MODEL_FILE, compile=False, safe_mode=True)
+    model = PolicyModel.from_preset(handle)
     if compile:
-        learning_rate = metadata["training"]["learning_rate"] / 10
+        learning_rate = info(handle)["learning_rate"] / 10
         model.compile(optimizer=keras.optimizers.Adam(learning_rate), jit_compile="auto")
     return model
 
 
-def save(model: keras.Model, folder, metadata: dict) -> dict:
-    """Write `model` and `metadata` (completed with file hashes and sizes) as a preset folder."""
+def training(handle) -> dict | None:
+    """The preset's training record (command, data, history, device), if it has one."""
+    files = preset_files.PresetFiles(handle)
+    if preset_files.TRAINING_FILE not in files.hashes:
+        return None
+    return files.json(preset_files.TRAINING_FILE)
+
+
+def markov1(handle) -> baselines.Markov1 | None:
+    """The Markov-1 baseline fitted on the preset's training data, if it has its tables."""
+    files = preset_files.PresetFiles(handle)
+    if preset_files.MARKOV1_FILE not in files.hashes:
+        return None
+    tables = files.json(preset_files.MARKOV1_FILE)
+    try:
+        return baselines.Markov1.from_json(tables)
+    except (AttributeError, TypeError, ValueError) as e:  # valid JSON, but not the tables
+        where = files.where(preset_files.MARKOV1_FILE)
+        raise ValueError(f"{where}: not Markov-1 tables ({preset_files.one_line(e)})") from None
+
+
+def save(
+    model: PolicyModel,
+    folder,
+    metadata: dict,
+    training: dict | None = None,
+    markov1: baselines.Markov1 | None = None,
+) -> dict:
+    """Write `model` as a preset folder; returns the `metadata.json` written.
+
+    `metadata` holds every key of `preset_files.METADATA_KEYS` but parameters, sha256 and
+    versions, which this adds. Each file is written under a temporary name, then renamed into
+    place, metadata.json last: an interrupted save leaves files that fail their hash, never a
+    preset that loads half old, half new.
+    """
     folder = Path(folder)
+    given = {"parameters", "sha256", "versions"}
+    missing = [k for k in preset_files.METADATA_KEYS if k not in metadata and k not in given]
+    if missing:
+        raise ValueError(f"preset metadata for {folder} lacks {', '.join(missing)}")
     folder.mkdir(parents=True, exist_ok=True)
-    model.save(folder / MODEL_FILE)
-    metadata = {
-        **metadata,
-        "parameters": int(model.count_params()),
-        "sha256": {MODEL_FILE: sha256(folder / MODEL_FILE)},
-        "bytes": {MODEL_FILE: (folder / MODEL_FILE).stat().st_size},
-        "versions": {"keras": keras.__version__, "backend": keras.backend.backend()},
+    extras = {
+        preset_files.TRAINING_FILE: training,
+        preset_files.MARKOV1_FILE: None if markov1 is None else markov1.to_json(),
     }
-    (folder / METADATA_FILE).write_text(json.dumps(metadata, indent=1) + "\n")
+    with tempfile.TemporaryDirectory(dir=folder, prefix=".saving-") as temporary:
+        temporary = Path(temporary)
+        saver = preset_utils.get_preset_saver(str(temporary))
+        saver.save_backbone(model)  # config.json, model.weights.h5, a metadata.json replaced below
+        for name, content in extras.items():
+            if content is not None:
+                _write_json(temporary / name, content)
+        files = [*preset_files.MODEL_FILES, *(n for n, c in extras.items() if c is not None)]
+        metadata = {
+            **metadata,
+            "parameters": int(model.count_params()),
+            "sha256": {name: sha256(temporary / name) for name in files},
+            "versions": {
+                "keras": keras.__version__,
+                "keras_hub": keras_hub_version,
+                "backend": keras.backend.backend(),
+            },
+        }
+        _write_json(temporary / preset_files.METADATA_FILE, metadata)
+        for name in files:
+            os.replace(temporary / name, folder / name)
+        os.replace(temporary / preset_files.METADATA_FILE, folder / preset_files.METADATA_FILE)
+    for name, content in extras.items():
+        if content is None:  # a stale one from an earlier save would be an unhashed file
+            (folder / name).unlink(missing_ok=True)
     return metadata
 
 
-def markdown_table(presets=None) -> str:
-    """docs/ZOO.md's table, from each preset's metadata.json (so every figure is traceable).
+def _write_json(path: Path, content) -> None:
+    path.write_text(json.dumps(content, indent=1) + "\n")
+
+
+def markdown_table(names=None) -> str:
+    """docs/ZOO.md's table, from each preset's metadata.json and training.json, then each
+    preset's description (where its caveats live).
 
     Beside each preset, its baselines on the same validation frames (each window's last
     position): Markov-1's loss and the main-stick accuracy of repeating the previous input.
@@ -93,9 +133,11 @@ def markdown_table(presets=None) -> str:
         "| repeat-previous main_x / main_y acc | epochs | wall time | device | command |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for name in presets if presets is not None else names():
-        meta = info(name)
-        val, training = meta["validation"], meta["training"]
+    descriptions = [""]
+    for name in names if names is not None else preset_files.names():
+        meta, record = info(name), training(name)
+        descriptions.append(f"- `{name}`: {meta['description']}")
+        val = meta["validation"]
         markov, repeat = val["baselines"]["markov1"], val["baselines"]["repeat_previous"]
         heads = val["last_position"]["heads"]
         rows.append(
@@ -103,7 +145,7 @@ def markdown_table(presets=None) -> str:
             f"| {heads['main_x']['acc']:.4f} | {heads['main_y']['acc']:.4f} "
             f"| {markov['loss']:.4f} "
             f"| {repeat['main_x']['acc']:.4f} / {repeat['main_y']['acc']:.4f} "
-            f"| {training['epochs_run']} | {training['wall_seconds'] / 60:.0f} min "
-            f"| {training['device']} | `{training['command']}` |"
+            f"| {record['epochs_run']} | {record['wall_seconds'] / 60:.0f} min "
+            f"| {record['device']} | `{record['command']}` |"
         )
-    return "\n".join(rows) + "\n"
+    return "\n".join(rows + descriptions) + "\n"

@@ -2,7 +2,6 @@
 (keras.distribution on JAX, tf.distribute on TensorFlow) and the Apache Beam build."""
 
 import hashlib
-import json
 import os
 import subprocess
 import sys
@@ -38,7 +37,7 @@ def _train(data_dir, output, backend, distribute) -> dict:
     env = {**os.environ, "XLA_FLAGS": TWO_CPUS}
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
     assert done.returncode == 0, done.stderr[-3000:]
-    return json.loads((output / "preset" / "metadata.json").read_text())
+    return {**zoo.info(output / "preset"), "training": zoo.training(output / "preset")}
 
 
 @pytest.mark.parametrize("backend", ["tensorflow", "jax"])

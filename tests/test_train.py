@@ -53,8 +53,9 @@ def trained(data_dir, tmp_path_factory):
 def test_train_writes_a_preset_that_loads_and_evaluates(trained, data_dir):
     output, metadata = trained
     preset = output / "preset"
-    assert metadata["name"] == "gru_tiny" and metadata["training"]["epochs_run"] == 2
-    assert metadata["sha256"]["model.keras"] == zoo.sha256(preset / "model.keras")
+    assert metadata["name"] == "gru_tiny" and zoo.training(preset)["epochs_run"] == 2
+    files = ["config.json", "model.weights.h5", "training.json", "markov1.json"]
+    assert metadata["sha256"] == {file: zoo.sha256(preset / file) for file in files}
     assert (output / "best.keras").exists() and any((output / "logs").rglob("*tfevents*"))
     model = zoo.load(preset)
     assert model.optimizer is not None  # compiled, ready to fine-tune
@@ -72,7 +73,7 @@ def test_ema_weights_are_validated_and_saved(trained, data_dir, tmp_path):
         batch_size=4, epochs=2, ema=0.99999,
     )  # fmt: skip
     metadata = train.train(config)
-    history = metadata["training"]["history"]["val_last_loss"]
+    history = zoo.training(tmp_path / "preset")["history"]["val_last_loss"]
     assert metadata["validation"]["last_loss"] == pytest.approx(min(history), rel=1e-5)
     raw = trained[1]["validation"]["last_loss"]
     assert min(history) > raw + 0.1, (history, raw)
@@ -116,9 +117,9 @@ def test_tampered_weights_are_refused(trained, tmp_path):
     output, _ = trained
     copy = tmp_path / "preset"
     shutil.copytree(output / "preset", copy)
-    data = bytearray((copy / "model.keras").read_bytes())
+    data = bytearray((copy / "model.weights.h5").read_bytes())
     data[len(data) // 2] ^= 0xFF
-    (copy / "model.keras").write_bytes(bytes(data))
+    (copy / "model.weights.h5").write_bytes(bytes(data))
     with pytest.raises(ValueError, match="sha256 .* does not match metadata.json"):
         zoo.load(copy)
 
@@ -158,7 +159,7 @@ def test_training_resumes_after_a_kill(data_dir, tmp_path):
     again = subprocess.run(command, capture_output=True, text=True, timeout=600)
     assert again.returncode == 0, again.stderr[-3000:]
     assert "Epoch 1/30" not in again.stdout  # it skipped the epochs already done
-    training = zoo.info(tmp_path / "preset")["training"]
+    training = zoo.training(tmp_path / "preset")
     assert training["epochs_run"] == len(training["history"]["loss"]) == 30  # the whole run's
 
 

@@ -18,6 +18,7 @@ import sys
 from importlib.util import find_spec
 from pathlib import Path
 
+from exphil_keras import zoo
 from exphil_keras.architectures import ARCHITECTURES
 from exphil_keras.bench.plots import plots
 from exphil_keras.bench.render import HEADS, markdown
@@ -100,8 +101,8 @@ def _train(name, config, output) -> dict:
     _, status, usage = os.wait4(process.pid, 0)
     if os.waitstatus_to_exitcode(status):
         raise RuntimeError(f"exphil bench: training {name} failed: {' '.join(cmd)}")
-    meta = json.loads((output / "preset" / "metadata.json").read_text())
-    history, training = meta["training"]["history"], meta["training"]
+    meta, training = zoo.info(output / "preset"), zoo.training(output / "preset")
+    history = training["history"]
     batches = sum(e["batches"] for e in training["throughput"])
     seconds = sum(e["seconds"] for e in training["throughput"])
     batches_per_second = batches / seconds if seconds else float("nan")

@@ -53,6 +53,9 @@ class TrainConfig:
         "run folder: logs, checkpoints, the backup, and the preset in OUTPUT/preset",
     )
     name: str | None = option(None, "--name", str, "preset name (default: <backbone>_custom)")
+    description: str | None = option(
+        None, "--description", str, "what the preset is for, in a sentence or three (its metadata)"
+    )
     preset: str | None = option(
         None,
         "--preset",

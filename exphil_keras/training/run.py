@@ -13,7 +13,7 @@ from pathlib import Path
 from exphil_keras.training.config import TrainConfig
 
 RECORD = "run.json"
-MAY_CHANGE = ("epochs", "command", "output", "replays", "data_dir")  # the same run either way
+MAY_CHANGE = ("epochs", "command", "output", "replays", "data_dir", "description")
 
 
 @dataclasses.dataclass
