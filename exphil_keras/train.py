@@ -27,6 +27,8 @@ def train(config: TrainConfig) -> dict:
     """Fit a policy per `config`; returns the written preset's metadata."""
     # === Config and run folder ===
     config.check()
+    if config.fine_tune:
+        config = _with_the_architecture_of(config.fine_tune, config)
     output = Path(config.output)
     state = run.prepare(config)
     if state.finished:
@@ -42,15 +44,19 @@ def train(config: TrainConfig) -> dict:
 
     # === Model, compiled once ===
     with context:
-        model = policy.PolicyModel(
-            backbone=config.backbone,
-            window=config.window,
-            hidden_size=config.hidden_size,
-            num_layers=config.num_layers,
-            state_size=config.state_size,
-            expand=config.expand,
-            label_smoothing=config.label_smoothing,
-        )
+        if config.fine_tune:
+            model = zoo.load(config.fine_tune, compile=False)
+            model.label_smoothing = config.label_smoothing  # a training knob, not the preset's
+        else:
+            model = policy.PolicyModel(
+                backbone=config.backbone,
+                window=config.window,
+                hidden_size=config.hidden_size,
+                num_layers=config.num_layers,
+                state_size=config.state_size,
+                expand=config.expand,
+                label_smoothing=config.label_smoothing,
+            )
         model.compile(
             optimizer=schedules.optimizer(config, data.steps_per_epoch), jit_compile="auto"
         )
@@ -76,7 +82,6 @@ def train(config: TrainConfig) -> dict:
     # === The best weights, scored and written as the preset ===
     if best.exists():
         model.set_weights(keras.saving.load_model(best, compile=False).get_weights())
-    validation = model.evaluate(data.validation, return_dict=True, verbose=0)
     markov = record.markov1_tables(data.train_windows(), data.stride)
     validation_windows = windows(data.builder, "validation")
     last_position = record.last_position_figures(model, validation_windows, markov)
@@ -92,7 +97,7 @@ def train(config: TrainConfig) -> dict:
         "heads": "independent",
         "learning_rate": config.learning_rate,
         "validation": {
-            "last_loss": float(validation["last_loss"]),
+            "last_loss": last_position["loss"],  # the best epoch's val_last_loss, in float64
             "last_position": {k: last_position[k] for k in ("loss", "frames", "heads")},
             "baselines": last_position["baselines"],
         },
@@ -113,9 +118,22 @@ def train(config: TrainConfig) -> dict:
         "throughput": [e["throughput"] for e in epochs],
         "peak_device_memory_bytes": record.peak_device_memory(),
         "history": run_callbacks.run_log.history(),
-        "validation_all_positions": {k: float(v) for k, v in validation.items()},
     }
     return zoo.save(model, output / "preset", metadata, training, markov)
+
+
+def _with_the_architecture_of(preset, config: TrainConfig) -> TrainConfig:
+    """`config` with the preset's architecture, window and delays (what its weights need)."""
+    architecture, metadata = zoo.architecture(preset), zoo.info(preset)
+    return dataclasses.replace(
+        config,
+        **{key: architecture[key] for key in ARCHITECTURE_FIELDS},
+        action_delay=metadata["action_delay"],
+        frame_delay=metadata["frame_delay"],
+    ).check()
+
+
+ARCHITECTURE_FIELDS = ("backbone", "window", "hidden_size", "num_layers", "state_size", "expand")
 
 
 def _check_devices(config: TrainConfig, replicas: int) -> None:

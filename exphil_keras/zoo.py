@@ -44,6 +44,17 @@ def load(handle, compile: bool = True) -> PolicyModel:  # noqa: A002  (Keras' ow
     return model
 
 
+def architecture(handle) -> dict:
+    """The preset's PolicyModel arguments (backbone, window, sizes), read from its checked
+    config.json without building the model."""
+    files = preset_files.PresetFiles(handle)
+    try:
+        return dict(files.json(preset_files.CONFIG_FILE)["config"])
+    except (KeyError, TypeError, ValueError) as e:
+        where = files.where(preset_files.CONFIG_FILE)
+        raise ValueError(f"{where}: no model arguments ({preset_files.one_line(e)})") from None
+
+
 def training(handle) -> dict | None:
     """The preset's training record (command, data, history, device), if it has one."""
     files = preset_files.PresetFiles(handle)

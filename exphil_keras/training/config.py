@@ -64,6 +64,13 @@ class TrainConfig:
         "override its values",
         choices=tuple(RECIPES),
     )
+    fine_tune: str | None = option(
+        None,
+        "--fine-tune",
+        str,
+        "start from a trained preset (a shipped name, a folder, hf:// or kaggle://): its "
+        "weights, architecture, window and delays replace those flags",
+    )
     temporal: bool = option(
         False, "--temporal", bool, "a temporal backbone: mamba unless --backbone names another"
     )
