@@ -131,7 +131,7 @@ def _eval_parser(commands):
             "the same frames."
         ),
     )
-    parser.add_argument("--model", required=True, help="preset name or preset folder")
+    _preset_flag(parser)
     parser.add_argument("--replays", required=True, help="folder of .slp files")
     parser.add_argument(
         "--split",
@@ -139,7 +139,7 @@ def _eval_parser(commands):
         choices=["all", "train", "validation", "test"],
         help="only the games of this dataset split (by sha256; default: all)",
     )
-    parser.add_argument("--json", help="also write the figures to this JSON file")
+    _json_flag(parser)
     parser.add_argument("--batch-size", type=int, default=256)
     _backend_flag(parser)
     parser.set_defaults(run=_eval)
@@ -166,12 +166,12 @@ def _play_replay_parser(commands):
             "max, frames over 16.67 ms) and how often each head matches the player's next input."
         ),
     )
-    parser.add_argument("--model", required=True, help="preset name or preset folder")
+    _preset_flag(parser)
     parser.add_argument("--replay", required=True, help="a .slp file (Slippi 3.0 or later)")
     parser.add_argument(
         "--port", type=int, help="libmelee port (1-4) the agent plays (default: the first human)"
     )
-    parser.add_argument("--json", help="also write the figures to this JSON file")
+    _json_flag(parser)
     _backend_flag(parser)
     parser.set_defaults(run=_play_replay)
 
@@ -201,7 +201,7 @@ def _export_parser(commands):
             "SavedModel they come from, in OUTPUT/savedmodel), from the TensorFlow backend."
         ),
     )
-    parser.add_argument("--model", required=True, help="preset name or preset folder")
+    _preset_flag(parser)
     parser.add_argument("--output", required=True, help="folder to write")
     parser.add_argument("--format", choices=["savedmodel", "onnx"], default="savedmodel")
     _backend_flag(parser, choices=("tensorflow", "jax"))
@@ -324,6 +324,16 @@ def make_parser() -> argparse.ArgumentParser:
             "--debug", action="store_true", default=argparse.SUPPRESS, help=debug
         )
     return parser
+
+
+def _preset_flag(parser):
+    parser.add_argument(
+        "--model", required=True, help="a preset: a shipped name, a folder, hf:// or kaggle://"
+    )
+
+
+def _json_flag(parser):
+    parser.add_argument("--json", help="also write the figures to this JSON file")
 
 
 def _backend_flag(parser, choices=BACKENDS):
