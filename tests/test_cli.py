@@ -193,3 +193,24 @@ def test_eval_on_a_split_with_no_game_says_so(tmp_path):
     done = exphil("eval", "--model", "mlp_quick", "--replays", str(folder), "--split", "validation")
     assert done.returncode == 2
     assert f"none of the 1 replays in {folder} is a validation game" in done.stderr
+
+
+def test_a_full_disk_is_one_line_and_exit_2():
+    """/dev/full answers every write with ENOSPC, as a full disk does."""
+    done = exphil("eval", "--model", "mlp_quick", "--replays", str(DUMMY), "--json", "/dev/full")
+    assert done.returncode == 2
+    assert (
+        done.stderr.strip().splitlines()[-1]
+        == ("exphil eval: error: /dev/full: No space left on device (--debug shows more)")
+        or "No space left on device" in done.stderr.strip().splitlines()[-1]
+    )
+
+
+def test_a_data_dir_that_is_a_file_is_refused_before_the_build(tmp_path):
+    blocker = tmp_path / "tfds"
+    blocker.write_text("not a folder")
+    done = exphil("build-data", "--replays", str(DUMMY), "--data-dir", str(blocker))
+    assert done.returncode == 2
+    assert done.stderr.strip() == (
+        f"exphil build-data: error: --data-dir {blocker}: a file, not a folder (--debug shows more)"
+    )
