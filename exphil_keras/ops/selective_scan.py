@@ -85,7 +85,7 @@ def _block_outputs(A, delta, x, B, C):
         state = _decayed(A, delta_t, state) + x_t[:, None, :] * B_t[:, :, None]
         return state, ops.einsum("bne,bn->be", state, C_t)
 
-    zeros = ops.zeros((ops.shape(x)[1],) + tuple(A.shape), "float32")
+    zeros = ops.zeros((ops.shape(x)[1],) + tuple(ops.shape(A)), "float32")
     return _scan(frame, zeros, (delta, x, B, C))[1]
 
 
@@ -97,7 +97,7 @@ def _block_gradients(A, delta, x, B, C, dy):
         state = _decayed(A, delta_t, state) + x_t[:, None, :] * B_t[:, :, None]
         return state, state
 
-    zeros = ops.zeros((ops.shape(x)[1],) + tuple(A.shape), "float32")
+    zeros = ops.zeros((ops.shape(x)[1],) + tuple(ops.shape(A)), "float32")
     states = _scan(frame, zeros, (delta, x, B))[1]  # one block's h_t: a few MB
 
     def adjoint(carry, inputs):
@@ -149,18 +149,40 @@ def _by_blocks(function, tensors, total):
     return tuple(_from_blocks(t)[:batch] for t in outputs), total
 
 
+def _compiled(function):
+    """`function` compiled by XLA on TensorFlow, whose Keras trains without XLA on a CPU
+    (jit_compile "auto"), where these loops would run op by op, several times slower. JAX
+    compiles the whole training step already; torch runs eagerly."""
+    if keras.backend.backend() != "tensorflow":
+        return function
+    import tensorflow as tf
+
+    return tf.function(function, jit_compile=True, reduce_retracing=True, autograph=False)
+
+
+@_compiled
+def _outputs(A, delta, x, B, C):
+    """y - D u [B, T, E] of the scan, A [N, E]; the forward sums nothing (a zero for its term)."""
+    return _by_blocks(lambda *t: ((_block_outputs(A, *t),), 0.0), (delta, x, B, C), 0.0)[0][0]
+
+
+@_compiled
+def _gradients(A, delta, x, B, C, dy):
+    """dL/dx, dL/ddelta through the decay, dL/dB, dL/dC, dL/dA [N, E] of upstream `dy`."""
+    outputs, d_A = _by_blocks(
+        lambda *t: _block_gradients(A, *t), (delta, x, B, C, dy), ops.zeros_like(A)
+    )
+    return outputs + (d_A,)
+
+
 @ops.custom_gradient
 def _selective_scan(u, delta, A, B, C, D):
     A_ne = ops.transpose(A)
     x = delta * u
-    # The forward sums nothing: a scalar zero stands for its term.
-    (y,), _ = _by_blocks(lambda *t: ((_block_outputs(A_ne, *t),), 0.0), (delta, x, B, C), 0.0)
 
     def backward(*args, upstream=None):
         dy = args[0] if upstream is None else upstream
-        (d_x, d_delta_a, d_B, d_C), d_A = _by_blocks(
-            lambda *t: _block_gradients(A_ne, *t), (delta, x, B, C, dy), ops.zeros_like(A_ne)
-        )
+        d_x, d_delta_a, d_B, d_C, d_A = _gradients(A_ne, delta, x, B, C, dy)
         return (
             delta * d_x + D * dy,  # u
             d_delta_a + u * d_x,  # delta
@@ -170,7 +192,7 @@ def _selective_scan(u, delta, A, B, C, D):
             ops.sum(dy * u, axis=(0, 1)),  # D
         )
 
-    return y + D * u, backward
+    return _outputs(A_ne, delta, x, B, C) + D * u, backward
 
 
 def selective_scan_ref(u, delta, A, B, C, D):
