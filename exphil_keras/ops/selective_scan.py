@@ -4,28 +4,55 @@ The windowed scan loops the streaming step's state update over the frames in flo
 pairs (never a ratio of cumulative products, which underflows for long T or large dt). Its
 gradient is written out: the adjoint g_t = dL/dh_t follows the same linear recurrence backwards,
 g_t = C_t dy_t + a_{t+1} g_{t+1}, so the backward pass is one more loop over the frames instead of
-the autodiff of a loop, which TensorFlow runs 90x slower than the forward under XLA and which
-re-stacks every intermediate on all backends. `selective_scan_ref` is the tests' float64 oracle.
+the autodiff of a loop, which TensorFlow runs 90x slower than the forward under XLA.
+
+The scan is memory-bound: each frame touches a [batch, E, N] state, 1 GB over a production window.
+So the batch is cut into blocks of a few rows, and each block runs its frames with a state that
+stays in cache. The forward keeps no state; the backward recomputes one block's states, then runs
+its adjoint. The state is laid out [rows, N, E], so the per-frame sums over N run along E.
+`selective_scan_ref` is the tests' float64 oracle.
 """
 
 import keras
 import numpy as np
 from keras import ops
 
+# Batch rows per block, measured on a 2-core CPU with batch 256 x 60 frames (docs/ARCHITECTURES.md,
+# "Training throughput"). Torch runs eagerly, where each op's dispatch outweighs the cache: one
+# block of the whole batch.
+BLOCK_ROWS = {"jax": 2, "tensorflow": 2}
 
-def _scan(step, initializer, frames, reverse=False):
-    """`tf.scan`'s contract on every backend: `step(previous outputs, frame) -> outputs`, the
-    outputs of every frame stacked along axis 0 (in the frames' order, also when `reverse`)."""
-    if keras.backend.backend() == "tensorflow":
-        import tensorflow as tf
 
-        return tf.scan(step, frames, initializer=initializer, reverse=reverse)
+def _scan(step, carry, frames, reverse=False):
+    """`jax.lax.scan`'s contract: `step(carry, frame) -> (carry, output)`; returns the last carry
+    and the outputs stacked along axis 0 in the frames' order. Keras's TensorFlow scan stacks only
+    outputs shaped like the carry, so TensorFlow gets its own loop (which XLA compiles)."""
+    if keras.backend.backend() != "tensorflow":
+        return ops.scan(step, carry, frames, reverse=reverse)
+    import tensorflow as tf
 
-    def carried(previous, frame):
-        outputs = step(previous, frame)
-        return outputs, outputs
+    frames = tf.nest.map_structure(tf.convert_to_tensor, frames)
+    flat = tf.nest.flatten(frames)
+    length = tf.shape(flat[0])[0]
+    inputs = [tf.TensorArray(f.dtype, length, element_shape=f.shape[1:]).unstack(f) for f in flat]
+    # Traced once for the outputs' structure; XLA drops these unused ops.
+    example = step(carry, tf.nest.map_structure(lambda f: f[0], frames))[1]
+    outputs = [
+        tf.TensorArray(o.dtype, length, element_shape=o.shape) for o in tf.nest.flatten(example)
+    ]
 
-    return ops.scan(carried, initializer, frames, reverse=reverse)[1]
+    def body(i, carry, outputs):
+        frame = tf.nest.pack_sequence_as(frames, [a.read(i) for a in inputs])
+        carry, output = step(carry, frame)
+        outputs = [a.write(i, o) for a, o in zip(outputs, tf.nest.flatten(output), strict=True)]
+        return i - 1 if reverse else i + 1, carry, outputs
+
+    _, carry, outputs = tf.while_loop(
+        lambda i, *_: i >= 0 if reverse else i < length,
+        body,
+        (length - 1 if reverse else 0, carry, outputs),
+    )
+    return carry, tf.nest.pack_sequence_as(example, [a.stack() for a in outputs])
 
 
 def _next_state(u, delta, A, B, state):
@@ -45,56 +72,127 @@ def selective_scan(u, delta, A, B, C, D):
     return _selective_scan(*(ops.cast(t, "float32") for t in (u, delta, A, B, C, D)))
 
 
+def _decayed(A, delta_t, state):
+    """exp(dt_t A) * state, the [rows, N, E] state carried one frame (A is [N, E] here)."""
+    return ops.exp(delta_t[:, None, :] * A) * state
+
+
+def _block_outputs(A, delta, x, B, C):
+    """y - D u of a block: delta, x = delta * u [T, rows, E], B, C [T, rows, N] -> [T, rows, E]."""
+
+    def frame(state, inputs):
+        delta_t, x_t, B_t, C_t = inputs
+        state = _decayed(A, delta_t, state) + x_t[:, None, :] * B_t[:, :, None]
+        return state, ops.einsum("bne,bn->be", state, C_t)
+
+    zeros = ops.zeros((ops.shape(x)[1],) + tuple(ops.shape(A)), "float32")
+    return _scan(frame, zeros, (delta, x, B, C))[1]
+
+
+def _block_gradients(A, delta, x, B, C, dy):
+    """dL/dx, dL/ddelta through the decay [T, rows, E], dL/dB, dL/dC [T, rows, N], dL/dA [N, E]."""
+
+    def frame(state, inputs):
+        delta_t, x_t, B_t = inputs
+        state = _decayed(A, delta_t, state) + x_t[:, None, :] * B_t[:, :, None]
+        return state, state
+
+    zeros = ops.zeros((ops.shape(x)[1],) + tuple(ops.shape(A)), "float32")
+    states = _scan(frame, zeros, (delta, x, B))[1]  # one block's h_t: a few MB
+
+    def adjoint(carry, inputs):
+        later, d_A = carry  # later = a_{t+1} g_{t+1}
+        h, delta_t, x_t, B_t, C_t, dy_t = inputs
+        g = later + dy_t[:, None, :] * C_t[:, :, None]  # dL/dh_t
+        # a_t h_{t-1} = h_t - x_t B_t: the gradient through the decay needs no stored h_{t-1}.
+        through_a = g * (h - x_t[:, None, :] * B_t[:, :, None])  # dL/d(delta_t A)
+        outputs = (
+            ops.einsum("bne,bn->be", g, B_t),
+            ops.sum(through_a * A, axis=1),
+            ops.einsum("bne,be->bn", g, x_t),
+            ops.einsum("bne,be->bn", h, dy_t),
+        )
+        # dL/dA accumulates per row, elementwise: a sum over rows every frame costs more.
+        return (_decayed(A, delta_t, g), d_A + through_a * delta_t[:, None, :]), outputs
+
+    (_, d_A), outputs = _scan(adjoint, (zeros, zeros), (states, delta, x, B, C, dy), reverse=True)
+    return outputs, ops.sum(d_A, axis=0)
+
+
+def _to_blocks(t, rows):
+    """[B, T, ...] (B a multiple of rows) -> [B / rows, T, rows, ...]: time-major blocks."""
+    return ops.swapaxes(ops.reshape(t, (-1, rows) + tuple(ops.shape(t)[1:])), 1, 2)
+
+
+def _from_blocks(t):
+    """The inverse of `_to_blocks`."""
+    t = ops.swapaxes(t, 1, 2)
+    return ops.reshape(t, (-1,) + tuple(ops.shape(t)[2:]))
+
+
+def _by_blocks(function, tensors, total):
+    """`function(*time-major block tensors) -> (outputs [T, rows, ...], term)` run block by block
+    over `tensors` [B, T, ...]: returns the outputs as [B, T, ...] and `total` plus every term."""
+    rows = BLOCK_ROWS.get(keras.backend.backend())
+    if rows is None:
+        outputs, term = function(*(ops.swapaxes(t, 0, 1) for t in tensors))
+        return tuple(ops.swapaxes(t, 0, 1) for t in outputs), total + term
+    batch = ops.shape(tensors[0])[0]
+    padding = (-batch) % rows  # zero rows: zero states, zero outputs and gradients
+    padded = [ops.pad(t, [[0, padding]] + [[0, 0]] * (len(t.shape) - 1)) for t in tensors]
+
+    def block(total, inputs):
+        outputs, term = function(*inputs)
+        return total + term, outputs
+
+    total, outputs = _scan(block, total, tuple(_to_blocks(t, rows) for t in padded))
+    return tuple(_from_blocks(t)[:batch] for t in outputs), total
+
+
+def _compiled(function):
+    """`function` compiled by XLA on TensorFlow, whose Keras trains without XLA on a CPU
+    (jit_compile "auto"), where these loops would run op by op, several times slower. JAX
+    compiles the whole training step already; torch runs eagerly."""
+    if keras.backend.backend() != "tensorflow":
+        return function
+    import tensorflow as tf
+
+    return tf.function(function, jit_compile=True, reduce_retracing=True, autograph=False)
+
+
+@_compiled
+def _outputs(A, delta, x, B, C):
+    """y - D u [B, T, E] of the scan, A [N, E]; the forward sums nothing (a zero for its term)."""
+    return _by_blocks(lambda *t: ((_block_outputs(A, *t),), 0.0), (delta, x, B, C), 0.0)[0][0]
+
+
+@_compiled
+def _gradients(A, delta, x, B, C, dy):
+    """dL/dx, dL/ddelta through the decay, dL/dB, dL/dC, dL/dA [N, E] of upstream `dy`."""
+    outputs, d_A = _by_blocks(
+        lambda *t: _block_gradients(A, *t), (delta, x, B, C, dy), ops.zeros_like(A)
+    )
+    return outputs + (d_A,)
+
+
 @ops.custom_gradient
 def _selective_scan(u, delta, A, B, C, D):
-    u, delta, B, C = (ops.moveaxis(t, 1, 0) for t in (u, delta, B, C))  # time-major
-    zeros = ops.zeros((ops.shape(u)[1],) + tuple(A.shape), "float32")
-    states = _scan(  # h_t [T, B, E, N]
-        lambda state, frame: _next_state(frame[0], frame[1], A, frame[2], state),
-        zeros,
-        (u, delta, B),
-    )
-    y = ops.einsum("tben,tbn->tbe", states, C) + D * u
+    A_ne = ops.transpose(A)
+    x = delta * u
 
     def backward(*args, upstream=None):
-        dy = ops.moveaxis(args[0] if upstream is None else upstream, 1, 0)
-        previous = ops.concatenate([zeros[None], states[:-1]], axis=0)  # h_{t-1}
-
-        def adjoint(later, frame):
-            u_t, delta_t, B_t, C_t, dy_t, h_previous = frame
-            a = ops.exp(delta_t[..., None] * A)
-            g = later[0] + dy_t[..., None] * C_t[:, None]  # dL/dh_t
-            through_a = g * h_previous * a  # dL/d(delta_t A), per (e, n)
-            return (
-                a * g,  # carried to frame t - 1
-                ops.einsum("ben,bn->be", g, B_t),
-                ops.sum(through_a * A, axis=-1),
-                ops.einsum("ben,be->bn", g, delta_t * u_t),
-                ops.einsum("ben,be->en", through_a, delta_t),
-            )
-
-        batch, inner, state = ops.shape(zeros)
-        start = (
-            zeros,
-            ops.zeros((batch, inner), "float32"),
-            ops.zeros((batch, inner), "float32"),
-            ops.zeros((batch, state), "float32"),
-            ops.zeros((inner, state), "float32"),
-        )
-        _, g_b, d_delta_a, d_B, d_A = _scan(
-            adjoint, start, (u, delta, B, C, dy, previous), reverse=True
-        )
-        gradients = (
-            delta * g_b + D * dy,  # u
-            d_delta_a + u * g_b,  # delta
-            ops.sum(d_A, axis=0),  # A
+        dy = args[0] if upstream is None else upstream
+        d_x, d_delta_a, d_B, d_C, d_A = _gradients(A_ne, delta, x, B, C, dy)
+        return (
+            delta * d_x + D * dy,  # u
+            d_delta_a + u * d_x,  # delta
+            ops.transpose(d_A),
             d_B,
-            ops.einsum("tben,tbe->tbn", states, dy),  # C
+            d_C,
             ops.sum(dy * u, axis=(0, 1)),  # D
         )
-        return tuple(ops.moveaxis(g, 0, 1) if len(g.shape) == 3 else g for g in gradients)
 
-    return ops.moveaxis(y, 0, 1), backward
+    return _outputs(A_ne, delta, x, B, C) + D * u, backward
 
 
 def selective_scan_ref(u, delta, A, B, C, D):
