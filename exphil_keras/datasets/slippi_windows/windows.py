@@ -190,4 +190,11 @@ def read(builder, split: str, view: View | None = None, seed: int | None = None,
         stored = stored.filter(lambda game: tf.reduce_any(tf.equal(game["sha256"], keep)))
     if seed is not None:
         stored = stored.shuffle(64, seed=seed, reshuffle_each_iteration=False)
-    return dataset(stored, view or builder.builder_config.view, seed)
+    view = view or builder.builder_config.view
+    ds = dataset(stored, view, seed)
+    used = builder.info.metadata.get("report", {}).get("games_used", {}).get(split)
+    if used is not None:  # a whole split: its size is known (Keras's fit and evaluate use it)
+        chosen = used if games is None else {sha: used[sha] for sha in games if sha in used}
+        count = sum(view.count(game["frames"], game["humans"]) for game in chosen.values())
+        ds = ds.apply(tf.data.experimental.assert_cardinality(count))
+    return ds
