@@ -75,19 +75,21 @@ def build(
         if not builder.is_prepared():
             target = builder
         started = time.perf_counter()
-        with _writer_memory(memory_buffer_mb):
-            target.download_and_prepare(
-                download_config=tfds.download.DownloadConfig(
-                    manual_dir=str(folder), beam_options=_beam_options(beam_runner, beam_args)
+        try:
+            with _writer_memory(memory_buffer_mb):
+                target.download_and_prepare(
+                    download_config=tfds.download.DownloadConfig(
+                        manual_dir=str(folder), beam_options=_beam_options(beam_runner, beam_args)
+                    )
                 )
-            )
-        target.report.seconds = time.perf_counter() - started
-        if target is not builder:
-            old = dataset_dir.parent / f"{INCOMPLETE}old-{os.getpid()}"
-            dataset_dir.rename(old)
-            Path(target.data_dir).rename(dataset_dir)
-            shutil.rmtree(old)
-            shutil.rmtree(staging)
+            target.report.seconds = time.perf_counter() - started
+            if target is not builder:
+                old = dataset_dir.parent / f"{INCOMPLETE}old-{os.getpid()}"
+                dataset_dir.rename(old)
+                Path(target.data_dir).rename(dataset_dir)
+                shutil.rmtree(old)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
         built = tfds.builder("slippi_windows", config=config, data_dir=data_dir)
         built.report = target.report
         return built, target.report
