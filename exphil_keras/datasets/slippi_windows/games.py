@@ -47,6 +47,7 @@ def beam_example(game: Game, view):
     import apache_beam as beam
 
     try:
+        features.probe_replay(game.path)  # the header first, as the plain build's launcher
         key, stored, read_game = example(game)
     except features.ReplaySkipped as skipped:
         yield beam.pvalue.TaggedOutput(

@@ -170,7 +170,7 @@ def dataset(games: tf.data.Dataset, view: View, seed: int | None = None, cycle: 
     if seed is None:
         return stacked.unbatch()
     return stacked.interleave(
-        tf.data.Dataset.from_tensor_slices, cycle_length=cycle, block_length=1, deterministic=True
+        tf.data.Dataset.from_tensor_slices, cycle_length=cycle, block_length=1
     )
 
 
