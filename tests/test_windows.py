@@ -61,7 +61,7 @@ def corpus(tmp_path_factory):
 
 def test_every_w60_window_of_the_corpus_equals_version_1s(corpus):
     """tfds.load as a user calls it, every split, compared as multisets of window digests."""
-    data_dir, _ = corpus
+    data_dir, builder = corpus
     expected = reference_windows(sorted(REPLAYS.glob("*.slp")))
     assert {s: sum(c.values()) for s, c in expected.items()} == W60_WINDOWS
     for split, count in W60_WINDOWS.items():
@@ -73,6 +73,14 @@ def test_every_w60_window_of_the_corpus_equals_version_1s(corpus):
         )
         assert sum(got.values()) == count
         assert got == expected[split], split
+    # The training stream's order (games dealt into parts, shuffled, interleaved): the same set.
+    got = collections.Counter(
+        digest(x, y)
+        for x, y in tfds.as_numpy(
+            read_windows(builder, "train", seed=3).map(lambda ex: (ex["inputs"], ex["targets"]))
+        )
+    )
+    assert got == expected["train"]
 
 
 @pytest.mark.parametrize(

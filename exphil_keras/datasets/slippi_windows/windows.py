@@ -71,28 +71,40 @@ FIELDS = {
 }
 
 
-def game_windows(game: features.Game, view: View, seed: int | None = None) -> dict:
-    """All windows of one game, stacked, by FIELDS key: [n, W, ...] per frame field, [n] per
-    window. With a seed the windows come in a random order, and a ranged frame delay is drawn,
-    from a generator seeded by the seed and the game (the same every time)."""
+def game_windows(
+    game: features.Game, view: View, seed: int | None = None, part: int = 0, parts: int = 1
+) -> dict:
+    """The windows of one game, stacked, by FIELDS key: [n, W, ...] per frame field, [n] per
+    window; without a seed all of them, by ego then start. With a seed, the windows are dealt
+    into `parts` random parts and this returns part `part`, in a random order; the generator
+    (the deal, the order, a ranged frame delay's draws) is seeded by the seed and the game, so
+    the parts are the same every time and together hold every window once."""
     rng = np.random.default_rng([seed or 0, int(game.sha256[:16], 16)])
     low, high = view.delays
+    egos = game.egos(view.include_cpu_egos)
     starts = np.asarray(view.starts(game.num_frames), np.int64)
-    now = high + starts[:, None] + np.arange(view.window)  # [n, W]: rows of the frames t
-    parts = []
-    for ego in game.egos(view.include_cpu_egos):
-        delay = high if low == high else rng.integers(low, high + 1, size=(len(starts), 1))
+    delays = rng.integers(low, high + 1, size=(len(egos), len(starts), 1))
+    chosen = np.arange(len(egos) * len(starts))  # window e * len(starts) + s: ego e, start s
+    if seed is not None:
+        chosen = rng.permutation(len(chosen))[part::parts]
+    windows = []
+    for e, ego in enumerate(egos):
+        mine = chosen[chosen // max(len(starts), 1) == e] % max(len(starts), 1)
+        if not len(mine):
+            continue
+        now = high + starts[mine, None] + np.arange(view.window)  # [n, W]: rows of frames t
+        delay = high if low == high else delays[e, mine]
         arrays = features.frame_arrays(game, ego)
         inputs, targets = features.select_rows(*arrays, now, delay, view.action_delay)
-        part = {("inputs", k): v for k, v in inputs.items()}
-        part.update({("targets", k): v for k, v in targets.items()})
-        part[("port",)] = np.full(len(starts), game.ports[ego], np.int32)
-        part[("first_frame",)] = (game.first_frame + now[:, 0]).astype(np.int32)
-        parts.append(part)
+        window = {("inputs", k): v for k, v in inputs.items()}
+        window.update({("targets", k): v for k, v in targets.items()})
+        window[("port",)] = np.full(len(mine), game.ports[ego], np.int32)
+        window[("first_frame",)] = (game.first_frame + now[:, 0]).astype(np.int32)
+        windows.append(window)
     stacked = {}
     for key, (dtype, shape) in FIELDS.items():
         empty = np.zeros((0, view.window, *shape) if shape is not None else 0, dtype.as_numpy_dtype)
-        stacked[key] = np.concatenate([empty, *(p[key] for p in parts if key in p)])
+        stacked[key] = np.concatenate([empty, *(w[key] for w in windows if key in w)])
     stacked[("sha256",)] = np.full(len(stacked[("port",)]), game.sha256.encode(), np.object_)
     if seed is not None:
         order = rng.permutation(len(stacked[("port",)]))
@@ -138,24 +150,32 @@ def _ieee_arithmetic():
         libm.fesetenv(saved)
 
 
-def _numpy_windows(*values, view: View, seed: int | None) -> list:
+def _numpy_windows(part, *values, view: View, seed: int | None, parts: int) -> list:
     with _ieee_arithmetic():
         game = storage.from_example(dict(zip(_GAME_KEYS, values, strict=True)))
-        return list(game_windows(game, view, seed).values())
+        return list(game_windows(game, view, seed, int(part), parts).values())
 
 
-def dataset(games: tf.data.Dataset, view: View, seed: int | None = None, cycle: int = 16):
+def dataset(games: tf.data.Dataset, view: View, seed: int | None = None, parts: int = 8):
     """Stored games (as TFDS decodes them) -> window examples.
 
-    Without a seed: every game's windows in order (ego, then start). With one: each game's
-    windows in a seeded random order, `cycle` games interleaved window by window, so that a
-    shuffle buffer downstream mixes windows of many games rather than of one."""
-    numpy_windows = functools.partial(_numpy_windows, view=view, seed=seed)
+    Without a seed: every game's windows in order (ego, then start). With one, windows of many
+    games are mixed before any batching: each game is dealt into `parts` random parts (each
+    decoded on its own: `parts` decodes per game per pass, for mixing that a buffer of whole
+    games could only give at `parts` times the memory), the parts of 64 games shuffled, and 16
+    parts interleaved window by window."""
+    numpy_windows = functools.partial(_numpy_windows, view=view, seed=seed, parts=parts)
+    if seed is None:
+        parts = 1
+    games = games.flat_map(lambda game: tf.data.Dataset.from_tensors(game).repeat(parts))
+    games = games.enumerate().map(lambda i, game: (i % parts, game))
+    if seed is not None:
+        games = games.shuffle(64 * parts, seed=seed, reshuffle_each_iteration=False)
 
-    def windows_of(example):
+    def windows_of(part, example):
         flat = tf.numpy_function(
             numpy_windows,
-            [example[key] for key in _GAME_KEYS],
+            [part, *(example[key] for key in _GAME_KEYS)],
             [dtype for dtype, _ in FIELDS.values()],
             stateful=False,
         )
@@ -169,16 +189,14 @@ def dataset(games: tf.data.Dataset, view: View, seed: int | None = None, cycle: 
     stacked = games.map(windows_of, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     if seed is None:
         return stacked.unbatch()
-    return stacked.interleave(
-        tf.data.Dataset.from_tensor_slices, cycle_length=cycle, block_length=1
-    )
+    return stacked.interleave(tf.data.Dataset.from_tensor_slices, cycle_length=16, block_length=1)
 
 
 def read(builder, split: str, view: View | None = None, seed: int | None = None, games=None):
     """Window examples of one split of a built dataset, cut with `view` (default: the builder
-    config's), from the one stored copy. With a seed, the games' order (shards and a buffer of
-    64 games), each game's windows and the interleaving are shuffled with it, once (the same
-    order on every pass). `games`: only these sha256s."""
+    config's), from the one stored copy. With a seed, the shards, the games and their windows
+    are shuffled with it (see `dataset`), once: the same order on every pass. `games`: only
+    these sha256s."""
     import tensorflow_datasets as tfds
 
     read_config = tfds.ReadConfig(
@@ -188,8 +206,6 @@ def read(builder, split: str, view: View | None = None, seed: int | None = None,
     if games is not None:
         keep = tf.constant(sorted(games))
         stored = stored.filter(lambda game: tf.reduce_any(tf.equal(game["sha256"], keep)))
-    if seed is not None:
-        stored = stored.shuffle(64, seed=seed, reshuffle_each_iteration=False)
     view = view or builder.builder_config.view
     ds = dataset(stored, view, seed)
     used = builder.info.metadata.get("report", {}).get("games_used", {}).get(split)
