@@ -230,6 +230,35 @@ class Replay:
     perspectives: list[Perspective]
 
 
+# A player's raw controller columns, in `encode_controller`'s argument order.
+CONTROLLER_COLUMNS = ("buttons_physical", "main_x", "main_y", "c_x", "c_y", "shoulder")
+
+
+@dataclasses.dataclass
+class Game:
+    """A 2-player game as read, before any delay: rollbacks removed, one row per frame id from
+    `first_frame` on. What the dataset stores; `perspective` and `frame_arrays` make the model's
+    rows from it."""
+
+    path: str
+    sha256: str
+    slippi_version: str
+    stage: int
+    first_frame: int
+    ports: list[int]  # 0-based port of each player
+    humans: list[bool]
+    # Per player: encode_player's raw columns, "action", "character", "nana_action" (None where
+    # absent) and CONTROLLER_COLUMNS, each an array of num_frames rows.
+    players: list[dict[str, np.ndarray | None]]
+
+    @property
+    def num_frames(self) -> int:
+        return len(self.players[0]["action"])
+
+    def egos(self, include_cpu_egos: bool = False) -> list[int]:
+        return [i for i, human in enumerate(self.humans) if human or include_cpu_egos]
+
+
 def sha256_hex(path) -> str:
     """The file's sha256, read in 1 MiB blocks (replays and preset weights alike)."""
     digest = hashlib.sha256()
@@ -304,7 +333,9 @@ def _raw_player(port_data, rows) -> dict:
         "stocks": _column(post.stocks)[rows],
         "facing": _column(post.direction)[rows],
         "state_age": (
-            _column(post.state_age)[rows] if post.state_age is not None else np.zeros(len(rows))
+            _column(post.state_age)[rows]
+            if post.state_age is not None
+            else np.zeros(len(rows), np.float32)
         ),
         "action": _column(post.state)[rows],
         "character": _column(post.character)[rows],
@@ -336,19 +367,88 @@ def _raw_player(port_data, rows) -> dict:
         raw["nana_percent"] = _column(nana.percent)[rows]
         raw["nana_facing"] = _column(nana.direction)[rows]
         raw["nana_action"] = _column(nana.state)[rows]
+    pre = port_data.leader.pre
+    controller = (pre.buttons_physical, pre.joystick.x, pre.joystick.y, pre.cstick.x)
+    controller += (pre.cstick.y, pre.triggers)
+    for name, arr in zip(CONTROLLER_COLUMNS, controller, strict=True):
+        raw[name] = _column(arr)[rows]
     return raw
 
 
-def _raw_controller(port_data, rows) -> np.ndarray:
-    pre = port_data.leader.pre
-    return encode_controller(
-        _column(pre.buttons_physical)[rows],
-        _column(pre.joystick.x)[rows],
-        _column(pre.joystick.y)[rows],
-        _column(pre.cstick.x)[rows],
-        _column(pre.cstick.y)[rows],
-        _column(pre.triggers)[rows],
+def read_game(path, sha256: str | None = None) -> Game:
+    """Read one .slp file into its raw columns, rollbacks removed (the first occurrence of each
+    frame id is kept: what was seen live).
+
+    Raises ReplaySkipped (with the reason) for unreadable files, games without exactly two
+    players, games with no frames and games whose frame ids have gaps.
+    """
+    path = Path(path)
+    game = _read(path)
+    players = game.start.players
+    _check_players(path, players)
+    if game.frames is None or len(game.frames.id) == 0:
+        raise ReplaySkipped(path, "no frames")
+    ids = _column(game.frames.id).astype(np.int64)
+    unique_ids, first_rows = np.unique(ids, return_index=True)
+    keep = unique_ids >= FIRST_PLAYABLE_FRAME
+    unique_ids, rows = unique_ids[keep], first_rows[keep]
+    if not len(rows):
+        raise ReplaySkipped(path, "no frames")
+    if np.any(np.diff(unique_ids) != 1):
+        raise ReplaySkipped(path, "frame ids are not contiguous")
+    return Game(
+        path=str(path),
+        sha256=sha256 or file_sha256(path),
+        slippi_version=".".join(str(v) for v in game.start.slippi.version),
+        stage=int(game.start.stage),
+        first_frame=int(unique_ids[0]),
+        ports=[int(p.port) for p in players],
+        humans=[int(p.type) == 0 for p in players],  # PlayerType: 0 human, 1 CPU, 2 demo
+        players=[_raw_player(port, rows) for port in game.frames.ports],
     )
+
+
+# The inputs read from frame t - frame_delay (the game state); prev_input is pressed at t.
+DELAYED_INPUTS = tuple(
+    name for name in (*CONTINUOUS_INPUTS, *CATEGORICAL_INPUTS) if name != "prev_input"
+)
+
+
+def frame_arrays(game: Game, ego: int) -> tuple[dict, dict]:
+    """Every frame of `ego`'s view, before any delay: the inputs that describe frame t and the
+    targets pressed at t. `select_rows` applies the delays."""
+    ego_raw, opp_raw = game.players[ego], game.players[1 - ego]
+    controller = encode_controller(*(ego_raw[name] for name in CONTROLLER_COLUMNS))
+    inputs = assemble_inputs(ego_raw, opp_raw, controller, game.stage)
+    return inputs, discretise_controller(controller)
+
+
+def select_rows(inputs: dict, pressed: dict, now, frame_delay, action_delay: int):
+    """`frame_arrays` -> the rows of the frames `now` (an index array of any shape): the state of
+    frame t - frame_delay (an int, or an array that broadcasts against `now`), the input pressed
+    at t, and the target pressed at t + action_delay."""
+    seen = now - frame_delay
+    rows = {name: value[seen if name in DELAYED_INPUTS else now] for name, value in inputs.items()}
+    return rows, {head: value[now + action_delay] for head, value in pressed.items()}
+
+
+def perspective(game: Game, ego: int, action_delay: int = 1, frame_delay: int = 0) -> Perspective:
+    """Row t: state of frame t - frame_delay, input pressed at t, target pressed at
+    t + action_delay; frames with no such rows are dropped."""
+    now = np.arange(frame_delay, game.num_frames - action_delay)
+    inputs, targets = select_rows(*frame_arrays(game, ego), now, frame_delay, action_delay)
+    return Perspective(
+        port=game.ports[ego],
+        opponent_port=game.ports[1 - ego],
+        frame_ids=(game.first_frame + now).astype(np.int32),
+        inputs=inputs,
+        targets=targets,
+    )
+
+
+def usable_frames(num_frames: int, action_delay: int, frame_delay: int) -> int:
+    """Rows of a perspective of a game of `num_frames` frames: those with a state and a target."""
+    return max(num_frames - frame_delay - action_delay, 0)
 
 
 def read_replay(
@@ -364,59 +464,22 @@ def read_replay(
     Raises ReplaySkipped (with the reason) for unreadable files, games without exactly two
     players, games with no human player, and games shorter than `min_frames` usable frames.
     """
-    path = Path(path)
     if action_delay < 0 or frame_delay < 0:
         raise ValueError("action_delay and frame_delay must be >= 0")
-    game = _read(path)
-    players = game.start.players
-    version = ".".join(str(v) for v in game.start.slippi.version)
-    _check_players(path, players)
-    if game.frames is None or len(game.frames.id) == 0:
-        raise ReplaySkipped(path, "no frames")
-
-    ids = _column(game.frames.id).astype(np.int64)
-    unique_ids, first_rows = np.unique(ids, return_index=True)  # first occurrence: what was seen
-    keep = unique_ids >= FIRST_PLAYABLE_FRAME
-    unique_ids, rows = unique_ids[keep], first_rows[keep]
-    if len(unique_ids) and np.any(np.diff(unique_ids) != 1):
-        raise ReplaySkipped(path, "frame ids are not contiguous")
-    usable = len(rows) - frame_delay - action_delay
+    game = read_game(path, sha256)
+    usable = usable_frames(game.num_frames, action_delay, frame_delay)
     if usable < min_frames:
-        raise ReplaySkipped(path, f"too short: {max(usable, 0)} usable frames, need {min_frames}")
-
-    # PlayerType: 0 human, 1 CPU, 2 demo.
-    egos = [i for i, p in enumerate(players) if int(p.type) == 0 or include_cpu_egos]
+        raise ReplaySkipped(path, f"too short: {usable} usable frames, need {min_frames}")
+    egos = game.egos(include_cpu_egos)
     if not egos:
         raise ReplaySkipped(path, "no human player")
-
-    stage = int(game.start.stage)
-    raws = [_raw_player(port, rows) for port in game.frames.ports]
-    controllers = {i: _raw_controller(game.frames.ports[i], rows) for i in egos}
-
-    # Row t: state of frame t - frame_delay, input pressed at t, target pressed at t + action_delay.
-    now = np.arange(frame_delay, len(rows) - action_delay)
-    seen = now - frame_delay
-    seen_raws = [{k: None if v is None else v[seen] for k, v in raw.items()} for raw in raws]
-    perspectives = []
-    for ego in egos:
-        opp = 1 - ego
-        inputs = assemble_inputs(seen_raws[ego], seen_raws[opp], controllers[ego][now], stage)
-        perspectives.append(
-            Perspective(
-                port=int(players[ego].port),
-                opponent_port=int(players[opp].port),
-                frame_ids=unique_ids[now].astype(np.int32),
-                inputs=inputs,
-                targets=discretise_controller(controllers[ego][now + action_delay]),
-            )
-        )
     return Replay(
-        path=str(path),
-        sha256=sha256 or file_sha256(path),
-        slippi_version=version,
-        stage=stage,
-        num_frames=len(rows),
-        perspectives=perspectives,
+        path=game.path,
+        sha256=game.sha256,
+        slippi_version=game.slippi_version,
+        stage=game.stage,
+        num_frames=game.num_frames,
+        perspectives=[perspective(game, ego, action_delay, frame_delay) for ego in egos],
     )
 
 

@@ -2,9 +2,11 @@
 (keras.distribution on JAX, tf.distribute on TensorFlow) and the Apache Beam build."""
 
 import hashlib
+import multiprocessing
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +14,7 @@ import pytest
 import tensorflow_datasets as tfds
 from shared_data import BAD_REPLAYS, REPLAYS
 
-from exphil_keras import train, zoo
+from exphil_keras import features, train, zoo
 from exphil_keras.datasets.slippi_windows import build
 from exphil_keras.training import data
 
@@ -81,12 +83,17 @@ def _examples(builder) -> dict:
     return out
 
 
+BEAM_ARGS = ["--direct_num_workers=2", "--direct_running_mode=multi_processing"]
+
+
 def test_the_beam_build_equals_the_plain_build(tmp_path):
     replays = tmp_path / "replays"
     replays.mkdir()
-    for path in sorted(REPLAYS.glob("*.slp"))[:14] + [
-        BAD_REPLAYS / "hohav__tests_data_corrupt.slp"
-    ]:
+    by_split = {}
+    for path in sorted(REPLAYS.glob("*.slp")):  # five of each split: a Beam build needs all 3
+        by_split.setdefault(features.split_of(features.file_sha256(path)), []).append(path)
+    chosen = [path for paths in by_split.values() for path in paths[:5]]
+    for path in [*chosen, BAD_REPLAYS / "hohav__tests_data_corrupt.slp"]:
         (replays / path.name).symlink_to(path)
     plain, plain_report = build(replays, tmp_path / "plain", "w60")
     beam, beam_report = build(
@@ -94,14 +101,46 @@ def test_the_beam_build_equals_the_plain_build(tmp_path):
         tmp_path / "beam",
         "w60",
         beam_runner="DirectRunner",
-        beam_args=["--direct_num_workers=2", "--direct_running_mode=multi_processing"],
+        beam_args=BEAM_ARGS,
     )
     plain_figures, beam_figures = plain_report.to_dict(), beam_report.to_dict()
     assert plain_figures.pop("seconds") > 0 and beam_figures.pop("seconds") > 0
     assert beam_figures == plain_figures
-    assert plain_report.files_read >= 5 and len(plain_report.skipped) >= 2
+    assert plain_report.files_read >= 5 and len(plain_report.skipped) >= 1
     assert beam.info.metadata["report"]["games_used"] == plain_figures["games_used"]
     assert not list(Path(beam.data_dir).glob("beam_build_summaries*"))
     examples = _examples(plain)
     assert len(examples) == sum(plain_report.windows.values())
     assert _examples(beam) == examples
+
+
+def _spin(seconds):
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        pass
+
+
+def test_the_beam_build_is_exact_under_cpu_load(tmp_path):
+    """Under a CPU load (busy processes, one per core, as a loaded CI machine has), four
+    DirectRunner multi_processing builds each equal the plain build, example for example."""
+    replays = tmp_path / "replays"
+    replays.mkdir()
+    for path in [*DUMMY.glob("*.slp"), BAD_REPLAYS / "hohav__tests_data_corrupt.slp"]:
+        (replays / path.name).symlink_to(path)
+    (replays / "copy.slp").symlink_to(next(DUMMY.glob("*.slp")))
+    plain, plain_report = build(replays, tmp_path / "plain", "w60")
+    expected = _examples(plain)
+    load = [multiprocessing.Process(target=_spin, args=(600,)) for _ in range(os.cpu_count())]
+    for process in load:
+        process.start()
+    try:
+        for run in range(4):
+            beam, report = build(
+                replays, tmp_path / f"beam{run}", beam_runner="DirectRunner", beam_args=BEAM_ARGS
+            )
+            assert report.games_used == plain_report.games_used
+            assert report.skipped == plain_report.skipped
+            assert _examples(beam) == expected, run
+    finally:
+        for process in load:
+            process.kill()

@@ -1,5 +1,6 @@
-"""The training data: the `slippi_windows` dataset for the run's window and delays (built from
-the replays if needed), its training stream and validation windows, and the steps per epoch."""
+"""The training data: the `slippi_windows` dataset (built from the replays if needed), read as
+windows of the run's length and delays, its training stream and validation windows, and the steps
+per epoch."""
 
 from __future__ import annotations
 
@@ -13,12 +14,15 @@ from exphil_keras.datasets import slippi_windows
 
 
 def dataset_builder(config) -> tfds.core.DatasetBuilder:
-    """The slippi_windows builder for this window and these delays, built if needed."""
+    """The slippi_windows builder read with this window and these delays, built if needed; a
+    dataset built from other replays than `config.replays` is a ValueError, never reused."""
     dataset_config = slippi_windows.config_for(
         config.window, config.action_delay, config.frame_delay
     )
     builder = tfds.builder("slippi_windows", config=dataset_config, data_dir=config.data_dir)
     if builder.is_prepared():
+        if config.replays is not None:
+            slippi_windows.check_source(builder, config.replays)
         return builder
     if config.replays is None:
         raise ValueError(f"no dataset at {builder.data_dir} and no --replays to build it from")
@@ -28,18 +32,18 @@ def dataset_builder(config) -> tfds.core.DatasetBuilder:
 def windows(builder, split: str, games=None, seed: int = 0) -> tf.data.Dataset:
     """(inputs, targets) windows of one split, optionally only from the given game sha256s.
 
-    The training split's shard order is shuffled once, with `seed` (a reshuffle per pass would
-    draw new seeds, and tf.distribute's rewrite of the pipeline draws them differently)."""
-    read_config = tfds.ReadConfig(shuffle_seed=seed, shuffle_reshuffle_each_iteration=False)
-    ds = builder.as_dataset(split=split, shuffle_files=split == "train", read_config=read_config)
-    if games is not None:
-        keep = tf.constant(sorted(games))
-        ds = ds.filter(lambda ex: tf.reduce_any(tf.equal(ex["sha256"], keep)))
+    The training split is shuffled once, with `seed` (games, each game's windows, and their
+    interleaving; a reshuffle per pass would draw new seeds, and tf.distribute's rewrite of the
+    pipeline draws them differently); other splits come in a fixed order."""
+    ds = slippi_windows.read_windows(
+        builder, split, seed=seed if split == "train" else None, games=games
+    )
     return ds.map(lambda ex: (ex["inputs"], ex["targets"]), num_parallel_calls=tf.data.AUTOTUNE)
 
 
 def training_games(builder, max_files: int | None) -> dict[str, dict]:
-    """The training split's games (sha256 -> file, frames), the first `max_files` by sha256."""
+    """The training split's games (sha256 -> file, frames, humans), the first `max_files` by
+    sha256."""
     games = builder.info.metadata["report"]["games_used"]["train"]
     chosen = sorted(games)[:max_files] if max_files else sorted(games)
     return {sha: games[sha] for sha in chosen}
@@ -48,7 +52,7 @@ def training_games(builder, max_files: int | None) -> dict[str, dict]:
 @dataclasses.dataclass
 class TrainingData:
     builder: tfds.core.DatasetBuilder
-    games: dict[str, dict]  # the training games used (sha256 -> file, frames)
+    games: dict[str, dict]  # the training games used (sha256 -> file, frames, humans)
     train: tf.data.Dataset  # endless, shuffled, batched
     validation: tf.data.Dataset  # batched
     steps_per_epoch: int
@@ -72,12 +76,9 @@ def training_data(config) -> TrainingData:
     games = training_games(builder, config.max_files)
     all_train = config.max_files is None
     train_ds = windows(builder, "train", None if all_train else games, config.seed)
-    if all_train:
-        windows_per_epoch = builder.info.splits["train"].num_examples
-    else:  # a game gives about (2 * frames / window) windows per perspective
-        stride = builder.builder_config.stride
-        windows_per_epoch = max(1, sum(2 * g["frames"] // stride for g in games.values()))
-    steps_per_epoch = math.ceil(windows_per_epoch / config.batch_size)
+    view = builder.builder_config.view
+    windows_per_epoch = sum(view.count(g["frames"], g["humans"]) for g in games.values())
+    steps_per_epoch = math.ceil(max(windows_per_epoch, 1) / config.batch_size)
     if config.max_steps_per_epoch:
         steps_per_epoch = min(steps_per_epoch, config.max_steps_per_epoch)
         train_ds = train_ds.take(steps_per_epoch * config.batch_size)

@@ -1,5 +1,5 @@
-"""A replay assigned to a split, read into its window examples (by the plain build and by Beam's
-workers alike)."""
+"""A replay assigned to a split, read into its one stored example (by the plain build and by
+Beam's workers alike)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import json
 import typing
 
 from exphil_keras import features
-from exphil_keras.datasets.slippi_windows.packing import window_features
+from exphil_keras.datasets.slippi_windows import storage
 
 
 class Game(typing.NamedTuple):
@@ -19,67 +19,40 @@ class Game(typing.NamedTuple):
     split: str
 
 
-def read(game: Game, config) -> features.Replay:
-    return features.read_replay(
-        game.path,
-        action_delay=config.action_delay,
-        frame_delay=config.frame_delay,
-        min_frames=config.window,
-        include_cpu_egos=config.include_cpu_egos,
-        sha256=game.sha,
-    )
+def read(game: Game) -> features.Game:
+    return features.read_game(game.path, sha256=game.sha)
 
 
-def summary(game: Game, replay: features.Replay) -> dict:
-    ego_frames = sum(view.num_frames for view in replay.perspectives)
+def summary(game: Game, read_game: features.Game, view) -> dict:
+    """The report's figures for one game; `view` (a windows.View) counts its windows."""
+    humans = sum(read_game.humans)
     return dict(
         split=game.split,
         sha=game.sha,
         name=game.name,
-        frames=replay.num_frames,
-        ego_frames=ego_frames,
+        frames=read_game.num_frames,
+        humans=humans,
+        windows=view.count(read_game.num_frames, humans),
     )
 
 
-def beam_replay(game: Game, config):
-    """One replay on a Beam worker: its windows, and its summary (or skip) as a side output."""
+def example(game: Game):
+    """(key, stored example, summary figures) of one replay; ReplaySkipped if unusable."""
+    read_game = read(game)
+    return game.sha, storage.to_example(read_game, game.name), read_game
+
+
+def beam_example(game: Game, view):
+    """One replay on a Beam worker: its example, and its summary (or skip) as a side output."""
     import apache_beam as beam
 
     try:
-        replay = read(game, config)
+        features.probe_replay(game.path)  # the header first, as the plain build's launcher
+        key, stored, read_game = example(game)
     except features.ReplaySkipped as skipped:
         yield beam.pvalue.TaggedOutput(
             "summary", json.dumps({"path": game.path, "skipped": skipped.reason})
         )
         return
-    windows = sum(
-        len(features.window_starts(view.num_frames, config.window, config.stride))
-        for view in replay.perspectives
-    )
-    record = {**summary(game, replay), "windows": windows}  # checked against what was written
-    yield beam.pvalue.TaggedOutput("summary", json.dumps(record))
-    yield from replay_windows(replay, game, config)
-
-
-def replay_windows(replay: features.Replay, game: Game, config):
-    packers = window_features(config.window)
-    for view in replay.perspectives:
-        yield from _windows(view, game.sha, packers, config.window, config.stride)
-
-
-def _windows(view: features.Perspective, sha: str, packers, window: int, stride: int):
-    inputs = packers["inputs"].pack(view.inputs)
-    targets = packers["targets"].pack(view.targets)
-    for start in features.window_starts(view.num_frames, window, stride):
-        end = start + window
-        first_frame = int(view.frame_ids[start])
-        yield (
-            f"{sha}_{view.port}_{first_frame}",
-            {
-                "inputs": inputs[start:end],
-                "targets": targets[start:end],
-                "sha256": sha,
-                "port": view.port,
-                "first_frame": first_frame,
-            },
-        )
+    yield beam.pvalue.TaggedOutput("summary", json.dumps(summary(game, read_game, view)))
+    yield key, stored
