@@ -151,7 +151,7 @@ def gamestate_inputs(gamestate, port: int, opponent_port: int, slippi_version=No
 
 
 def _sigmoid(x):
-    return 1.0 / (1.0 + np.exp(-x))
+    return 0.5 * (1.0 + np.tanh(0.5 * x))  # 1 / (1 + exp(-x)), without exp's overflow at low T
 
 
 def _softmax(x):
