@@ -27,14 +27,14 @@ def train(config: TrainConfig) -> dict:
     """Fit a policy per `config`; returns the written preset's metadata."""
     # === Config and run folder ===
     config.check()
+    context, replicas = distribution.scope(config.distribute)  # before the backend's first op
+    _check_devices(config, replicas)  # before the run folder: a refused run records nothing
     output = Path(config.output)
     state = run.prepare(config)
     if state.finished:
         print(f"{output} is a finished run ({state.epochs_done} epochs); its preset: "
               f"{output / 'preset'} (more --epochs trains it further)")  # fmt: skip
         return zoo.info(output / "preset")
-    context, replicas = distribution.scope(config.distribute)  # before the backend's first op
-    _check_devices(config, replicas)
     keras.utils.set_random_seed(config.seed)
 
     # === Data ===
