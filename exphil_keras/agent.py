@@ -151,12 +151,33 @@ def gamestate_inputs(gamestate, port: int, opponent_port: int, slippi_version=No
 
 
 def _sigmoid(x):
-    return 1.0 / (1.0 + np.exp(-x))
+    return 0.5 * (1.0 + np.tanh(0.5 * x))  # 1 / (1 + exp(-x)), without exp's overflow at low T
 
 
 def _softmax(x):
     z = np.exp(x - x.max())
     return z / z.sum()
+
+
+def sample(logits: dict, temperature: float, rng: np.random.Generator) -> tuple[np.ndarray, dict]:
+    """One decision from one frame's logits: (buttons pressed, bool [8]; {head: class index}).
+
+    Greedy at temperature 0 (a button is pressed when its logit is above 0, each other head
+    takes its argmax); otherwise each button is drawn from sigmoid(logit / T) and each other
+    head from softmax(logits / T), with `rng`.
+    """
+    if temperature == 0.0:
+        pressed = logits["buttons"] > 0
+        classes = {h: int(np.argmax(logits[h])) for h in CATEGORICAL_HEADS}
+    else:
+        pressed = rng.random(len(BUTTONS)) < _sigmoid(logits["buttons"] / temperature)
+        classes = {
+            h: int(
+                rng.choice(len(logits[h]), p=_softmax(logits[h].astype(np.float64) / temperature))
+            )
+            for h in CATEGORICAL_HEADS
+        }
+    return pressed, classes
 
 
 class Agent:
@@ -211,16 +232,8 @@ class Agent:
         return self.decision
 
     def _controller_state(self, logits) -> melee.ControllerState:
-        t = self.temperature
-        if t == 0.0:
-            pressed = logits["buttons"] > 0
-            values = {h: self._centres[h][int(np.argmax(logits[h]))] for h in CATEGORICAL_HEADS}
-        else:
-            pressed = self._rng.random(len(BUTTONS)) < _sigmoid(logits["buttons"] / t)
-            values = {
-                h: self._rng.choice(self._centres[h], p=_softmax(logits[h].astype(np.float64) / t))
-                for h in CATEGORICAL_HEADS
-            }
+        pressed, classes = sample(logits, self.temperature, self._rng)
+        values = {h: self._centres[h][classes[h]] for h in CATEGORICAL_HEADS}
         state = melee.ControllerState()
         for button, down in zip(BUTTONS.values(), pressed, strict=True):
             state.button[button] = bool(down)

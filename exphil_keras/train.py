@@ -29,14 +29,14 @@ def train(config: TrainConfig) -> dict:
     config.check()
     if config.fine_tune:
         config = _with_the_architecture_of(config.fine_tune, config)
+    context, replicas = distribution.scope(config.distribute)  # before the backend's first op
+    _check_devices(config, replicas)  # before the run folder: a refused run records nothing
     output = Path(config.output)
     state = run.prepare(config)
     if state.finished:
         print(f"{output} is a finished run ({state.epochs_done} epochs); its preset: "
               f"{output / 'preset'} (more --epochs trains it further)")  # fmt: skip
         return zoo.info(output / "preset")
-    context, replicas = distribution.scope(config.distribute)  # before the backend's first op
-    _check_devices(config, replicas)
     keras.utils.set_random_seed(config.seed)
 
     # === Data ===

@@ -125,18 +125,20 @@ def gru():
     return zoo.load("gru_standard", compile=False)
 
 
-def agent_logits(model, name, frames, **kwargs):
-    """The agent's logits and inputs on the first `frames` playable frames of a replay."""
+def agent_logits(model, name, frames, decisions=False, **kwargs):
+    """The agent's logits and inputs on the first `frames` playable frames of a replay (and,
+    with `decisions`, the decision it made on each)."""
     states = [g for g, _ in gamestates(REPLAYS / name)]
     player = agent.Agent(model, 1, 2, **kwargs)
-    logits, inputs = [], []
+    logits, inputs, made = [], [], []
     for gamestate in states:
-        player.act(gamestate)
+        made.append(player.act(gamestate))
         if gamestate.frame >= features.FIRST_PLAYABLE_FRAME:
             logits.append(player.last_logits)
             inputs.append(agent.gamestate_inputs(gamestate, 1, 2))
             if len(logits) == frames:
-                return player, logits, inputs, states
+                made = made[-frames:]
+                return (player, logits, inputs, states) + ((made,) if decisions else ())
     raise AssertionError(f"{name} has fewer than {frames} playable frames")
 
 
@@ -161,7 +163,7 @@ def test_agent_logits_equal_the_windowed_policy(gru):
             np.testing.assert_allclose(first[head], second[head], atol=1e-5)
 
 
-def test_greedy_decision_is_the_argmax_and_sampling_is_seeded(gru):
+def test_greedy_decision_is_the_argmax(gru):
     player, logits, _, _ = agent_logits(gru, SHORT, 5)
     decision, last = player.decision, logits[-1]
     classes = features.discretise_controller(agent.encode_controller_state(decision)[0])
@@ -169,9 +171,139 @@ def test_greedy_decision_is_the_argmax_and_sampling_is_seeded(gru):
     for head in agent.CATEGORICAL_HEADS:
         assert classes[head] == np.argmax(last[head])
     assert gc.get_freeze_count() > 0  # the agent froze the model's objects out of the collector
-    sampled = [agent_logits(gru, SHORT, 5, temperature=1.0, seed=7)[0].decision for _ in range(2)]
-    assert sampled[0] == sampled[1]
-    assert all(0.0 <= v <= 1.0 for v in (*sampled[0].main_stick, *sampled[0].c_stick))
+
+
+def test_the_agent_samples_with_its_temperature_and_seed(gru):
+    """Each decision the agent makes is `agent.sample` of that frame's logits at the agent's
+    temperature, drawn from a generator seeded with its seed (whose statistics the tests below
+    check): so the agent neither ignores its temperature nor its seed."""
+    temperature, seed, frames = 0.7, 11, 40
+    player, logits, _, _, decisions = agent_logits(
+        gru, SHORT, frames, temperature=temperature, seed=seed, decisions=True
+    )
+    rng = np.random.default_rng(seed)
+    for t, (frame_logits, decision) in enumerate(zip(logits, decisions, strict=True)):
+        pressed, classes = agent.sample(frame_logits, temperature, rng)
+        made = agent._classes(decision)
+        np.testing.assert_array_equal(made["buttons"] > 0.5, pressed, err_msg=f"frame {t}")
+        assert {h: int(made[h]) for h in classes} == classes, f"frame {t}"
+    greedy = [agent.sample(x, 0.0, None) for x in logits]
+    sampled = [agent._classes(d) for d in decisions]
+    assert any(  # the real logits at 0.7 do draw off the argmax now and then
+        int(s[h]) != g[1][h] for s, g in zip(sampled, greedy, strict=True) for h in g[1]
+    )
+
+
+# --- agent.sample as sampling: frequencies over many draws from fixed logits ---------------
+
+DRAWS = 20_000
+LOGITS = {
+    "buttons": np.array([-3.0, -1.5, -0.5, 0.3, 0.8, 1.2, 2.0, -0.1], np.float32),
+    **{
+        head: np.random.default_rng(i).normal(0.0, 1.5, size).astype(np.float32)
+        for i, (head, size) in enumerate(
+            [("main_x", 17), ("main_y", 17), ("c_x", 17), ("c_y", 17), ("shoulder", 5)]
+        )
+    },
+}
+# A draw this unlikely under the right distribution fails the test: with a fixed seed the test
+# is deterministic, and the bound keeps it from being tuned to that seed.
+FALSE_ALARM = 1e-6
+
+
+def _draw(temperature, seed, n=DRAWS):
+    rng = np.random.default_rng(seed)
+    pressed = np.empty((n, len(LOGITS["buttons"])), bool)
+    classes = {head: np.empty(n, np.int64) for head in agent.CATEGORICAL_HEADS}
+    for i in range(n):
+        pressed[i], drawn = agent.sample(LOGITS, temperature, rng)
+        for head, c in drawn.items():
+            classes[head][i] = c
+    return pressed, classes
+
+
+def _softmax(x):
+    z = np.exp(x - x.max())
+    return z / z.sum()
+
+
+def _chi_square(counts, expected):
+    """Pearson's statistic and degrees of freedom, bins with under 5 expected draws pooled
+    (the chi-square approximation needs about 5 per bin)."""
+    small = expected < 5
+    if small.any():
+        counts = np.append(counts[~small], counts[small].sum())
+        expected = np.append(expected[~small], expected[small].sum())
+    return float(((counts - expected) ** 2 / expected).sum()), len(expected) - 1
+
+
+def _rejects(classes, head, temperature) -> bool:
+    from scipy.stats import chi2
+
+    n = len(classes)
+    counts = np.bincount(classes, minlength=len(LOGITS[head])).astype(np.float64)
+    expected = n * _softmax(LOGITS[head].astype(np.float64) / temperature)
+    statistic, dof = _chi_square(counts, expected)
+    return statistic > chi2.isf(FALSE_ALARM, dof)
+
+
+def _buttons_reject(pressed, temperature) -> bool:
+    """The 8 buttons are independent Bernoulli draws: sum over buttons of
+    (count - n p)^2 / (n p (1 - p)) is chi-square with 8 degrees of freedom."""
+    from scipy.stats import chi2
+
+    n = len(pressed)
+    p = 1.0 / (1.0 + np.exp(-LOGITS["buttons"].astype(np.float64) / temperature))
+    statistic = (((pressed.sum(0) - n * p) ** 2) / (n * p * (1 - p))).sum()
+    return statistic > chi2.isf(FALSE_ALARM, len(p))
+
+
+@pytest.mark.parametrize("temperature", [0.5, 1.0, 2.0])
+def test_sampling_frequencies_follow_the_tempered_softmax(temperature):
+    """Over 20,000 draws, each head's class counts pass Pearson's chi-square test against
+    softmax(logits / T) (buttons: sigmoid(logit / T)) at a false-alarm rate of 1e-6 per head.
+
+    The bound bites: the same draws are rejected against the distribution at 0.8 T and 1.25 T
+    (and at T = 1 for T != 1). With n draws, the statistic against a wrong distribution q grows
+    like n * sum((p - q)^2 / q) (the noncentrality): for these logits and temperatures a 20-25%
+    temperature error gives 5-120 per 1,000 draws depending on the head, so 100-2,400 over
+    20,000, against rejection thresholds of 58 (16 degrees of freedom, a stick) and 33 (4, the
+    shoulder): every head alone tells the wrong temperature, and the right one passes.
+    """
+    pressed, classes = _draw(temperature, seed=0)
+    assert not _buttons_reject(pressed, temperature)
+    for head in agent.CATEGORICAL_HEADS:
+        assert not _rejects(classes[head], head, temperature), head
+    wrong = [0.8 * temperature, 1.25 * temperature] + ([1.0] if temperature != 1.0 else [])
+    for other in wrong:
+        assert _buttons_reject(pressed, other), f"buttons: T={other} not told from T={temperature}"
+        for head in agent.CATEGORICAL_HEADS:
+            assert _rejects(classes[head], head, other), f"{head}: T={other} vs {temperature}"
+
+
+def test_a_temperature_near_zero_gives_the_argmax_and_zero_is_greedy():
+    pressed, classes = _draw(1e-3, seed=0, n=500)
+    assert (pressed == (LOGITS["buttons"] > 0)).all()
+    for head in agent.CATEGORICAL_HEADS:
+        assert (classes[head] == np.argmax(LOGITS[head])).all(), head
+    rng = np.random.default_rng(0)
+    before = rng.bit_generator.state
+    greedy_pressed, greedy = agent.sample(LOGITS, 0.0, rng)
+    assert rng.bit_generator.state == before  # greedy draws nothing
+    np.testing.assert_array_equal(greedy_pressed, LOGITS["buttons"] > 0)
+    assert greedy == {h: int(np.argmax(LOGITS[h])) for h in agent.CATEGORICAL_HEADS}
+
+
+def test_one_seed_repeats_and_two_seeds_differ():
+    """Two independent draws of a head differ with probability 1 - sum(p^2); two seeds must
+    disagree at least half that often over 200 draws (one seed: never)."""
+    first, again, other = (_draw(1.0, seed, n=200) for seed in (1, 1, 2))
+    np.testing.assert_array_equal(first[0], again[0])
+    assert (first[0] != other[0]).any()
+    for head in agent.CATEGORICAL_HEADS:
+        np.testing.assert_array_equal(first[1][head], again[1][head])
+        p = _softmax(LOGITS[head].astype(np.float64))
+        assert (first[1][head] != other[1][head]).mean() > 0.5 * (1 - (p**2).sum()), head
 
 
 def test_cli_play_replay_prints_latency_and_agreement(tmp_path):
