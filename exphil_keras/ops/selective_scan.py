@@ -18,8 +18,8 @@ import numpy as np
 from keras import ops
 
 # Batch rows per block, measured on a 2-core CPU with batch 256 x 60 frames (docs/ARCHITECTURES.md,
-# "Training throughput"). Torch runs eagerly, where each op's dispatch outweighs the cache: one
-# block of the whole batch.
+# "Training throughput"). Torch, eager, runs the whole batch as one block: small blocks would
+# multiply its per-op dispatch (not measured; torch is outside that benchmark).
 BLOCK_ROWS = {"jax": 2, "tensorflow": 2}
 
 
