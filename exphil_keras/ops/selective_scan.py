@@ -18,9 +18,12 @@ import numpy as np
 from keras import ops
 
 # Batch rows per block, measured on a 2-core CPU with batch 256 x 60 frames (docs/ARCHITECTURES.md,
-# "Training throughput"). Torch, eager, runs the whole batch as one block: small blocks would
-# multiply its per-op dispatch (not measured; torch is outside that benchmark).
-BLOCK_ROWS = {"jax": 2, "tensorflow": 2}
+# "Training throughput"); absent: the whole batch is one block. Torch, eager, would multiply its
+# per-op dispatch with small blocks (not measured; torch is outside that benchmark). TensorFlow's
+# forward is also in the exported graphs (SavedModel, ONNX), which cannot hold an XLA cluster and
+# where blocks would run op by op: one block there; its backward is compiled, in blocks.
+FORWARD_ROWS = {"jax": 2}
+BACKWARD_ROWS = {"jax": 2, "tensorflow": 2}
 
 
 def _scan(step, carry, frames, reverse=False):
@@ -130,14 +133,15 @@ def _from_blocks(t):
     return ops.reshape(t, (-1,) + tuple(ops.shape(t)[2:]))
 
 
-def _by_blocks(function, tensors, total):
+def _by_blocks(function, tensors, total, rows):
     """`function(*time-major block tensors) -> (outputs [T, rows, ...], term)` run block by block
-    over `tensors` [B, T, ...]: returns the outputs as [B, T, ...] and `total` plus every term."""
-    rows = BLOCK_ROWS.get(keras.backend.backend())
-    if rows is None:
+    over `tensors` [B, T, ...] in blocks of `rows` (None: one block): returns the outputs as
+    [B, T, ...] and `total` plus every term."""
+    batch = ops.shape(tensors[0])[0]
+    # A JAX export (jax2tf) has a symbolic batch size, which cannot be cut into blocks.
+    if rows is None or (keras.backend.backend() == "jax" and not isinstance(batch, int)):
         outputs, term = function(*(ops.swapaxes(t, 0, 1) for t in tensors))
         return tuple(ops.swapaxes(t, 0, 1) for t in outputs), total + term
-    batch = ops.shape(tensors[0])[0]
     padding = (-batch) % rows  # zero rows: zero states, zero outputs and gradients
     padded = [ops.pad(t, [[0, padding]] + [[0, 0]] * (len(t.shape) - 1)) for t in tensors]
 
@@ -160,17 +164,22 @@ def _compiled(function):
     return tf.function(function, jit_compile=True, reduce_retracing=True, autograph=False)
 
 
-@_compiled
 def _outputs(A, delta, x, B, C):
     """y - D u [B, T, E] of the scan, A [N, E]; the forward sums nothing (a zero for its term)."""
-    return _by_blocks(lambda *t: ((_block_outputs(A, *t),), 0.0), (delta, x, B, C), 0.0)[0][0]
+
+    def block(*tensors):
+        return (_block_outputs(A, *tensors),), 0.0
+
+    rows = FORWARD_ROWS.get(keras.backend.backend())
+    return _by_blocks(block, (delta, x, B, C), 0.0, rows)[0][0]
 
 
 @_compiled
 def _gradients(A, delta, x, B, C, dy):
     """dL/dx, dL/ddelta through the decay, dL/dB, dL/dC, dL/dA [N, E] of upstream `dy`."""
+    rows = BACKWARD_ROWS.get(keras.backend.backend())
     outputs, d_A = _by_blocks(
-        lambda *t: _block_gradients(A, *t), (delta, x, B, C, dy), ops.zeros_like(A)
+        lambda *t: _block_gradients(A, *t), (delta, x, B, C, dy), ops.zeros_like(A), rows
     )
     return outputs + (d_A,)
 
