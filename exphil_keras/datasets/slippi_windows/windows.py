@@ -11,7 +11,7 @@ import functools
 import sys
 
 import numpy as np
-import tensorflow as tf
+from tensorflow_datasets.core.utils.lazy_imports_utils import tensorflow as tf
 
 from exphil_keras import features
 from exphil_keras.datasets.slippi_windows import storage
@@ -56,25 +56,28 @@ class View:
         return egos * len(self.starts(num_frames))
 
 
-# A window example's fields: (group, name) -> (dtype, shape per frame); "sha256", "port" and
+# A window example's fields (a function: TensorFlow is imported on first use, not with the
+# package): (group, name) -> (dtype, shape per frame); "sha256", "port" and
 # "first_frame" (one per window) say where it comes from, as in version 1.
-FIELDS = {
-    **{("inputs", n): (tf.float32, (d,)) for n, d in features.CONTINUOUS_INPUTS.items()},
-    **{("inputs", n): (tf.int32, ()) for n in features.CATEGORICAL_INPUTS},
-    **{
-        ("targets", h): (tf.float32, (c,)) if h == "buttons" else (tf.int32, ())
-        for h, c in features.TARGETS.items()
-    },
-    ("sha256",): (tf.string, None),
-    ("port",): (tf.int32, None),
-    ("first_frame",): (tf.int32, None),
-}
+@functools.cache
+def fields() -> dict:
+    return {
+        **{("inputs", n): (tf.float32, (d,)) for n, d in features.CONTINUOUS_INPUTS.items()},
+        **{("inputs", n): (tf.int32, ()) for n in features.CATEGORICAL_INPUTS},
+        **{
+            ("targets", h): (tf.float32, (c,)) if h == "buttons" else (tf.int32, ())
+            for h, c in features.TARGETS.items()
+        },
+        ("sha256",): (tf.string, None),
+        ("port",): (tf.int32, None),
+        ("first_frame",): (tf.int32, None),
+    }
 
 
 def game_windows(
     game: features.Game, view: View, seed: int | None = None, part: int = 0, parts: int = 1
 ) -> dict:
-    """The windows of one game, stacked, by FIELDS key: [n, W, ...] per frame field, [n] per
+    """The windows of one game, stacked, by fields() key: [n, W, ...] per frame field, [n] per
     window; without a seed all of them, by ego then start. With a seed, the windows are dealt
     into `parts` random parts and this returns part `part`, in a random order; the generator
     (the deal, the order, a ranged frame delay's draws) is seeded by the seed and the game, so
@@ -102,7 +105,7 @@ def game_windows(
         window[("first_frame",)] = (game.first_frame + now[:, 0]).astype(np.int32)
         windows.append(window)
     stacked = {}
-    for key, (dtype, shape) in FIELDS.items():
+    for key, (dtype, shape) in fields().items():
         empty = np.zeros((0, view.window, *shape) if shape is not None else 0, dtype.as_numpy_dtype)
         stacked[key] = np.concatenate([empty, *(w[key] for w in windows if key in w)])
     stacked[("sha256",)] = np.full(len(stacked[("port",)]), game.sha256.encode(), np.object_)
@@ -113,7 +116,7 @@ def game_windows(
 
 
 def nest(flat: dict) -> dict:
-    """FIELDS-keyed values -> {"inputs": {...}, "targets": {...}, "sha256", "port", ...}."""
+    """fields()-keyed values -> {"inputs": {...}, "targets": {...}, "sha256", "port", ...}."""
     out = {}
     for key, value in flat.items():
         if len(key) == 2:
@@ -176,11 +179,11 @@ def dataset(games: tf.data.Dataset, view: View, seed: int | None = None, parts: 
         flat = tf.numpy_function(
             numpy_windows,
             [part, *(example[key] for key in _GAME_KEYS)],
-            [dtype for dtype, _ in FIELDS.values()],
+            [dtype for dtype, _ in fields().values()],
             stateful=False,
         )
         shaped = {}
-        for (key, (_, shape)), value in zip(FIELDS.items(), flat, strict=True):
+        for (key, (_, shape)), value in zip(fields().items(), flat, strict=True):
             shaped[key] = tf.ensure_shape(
                 value, (None, view.window, *shape) if shape is not None else (None,)
             )
