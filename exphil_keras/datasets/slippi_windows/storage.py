@@ -44,7 +44,9 @@ def game_features() -> tfds.features.FeaturesDict:
 def to_example(game: features.Game, file: str) -> dict:
     return {
         "sha256": game.sha256,
-        "file": file,
+        # A name need not be UTF-8 (it arrives with surrogate escapes); the record keeps it
+        # readable, with such bytes escaped.
+        "file": file.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace"),
         "slippi_version": game.slippi_version,
         "stage": game.stage,
         "first_frame": game.first_frame,
