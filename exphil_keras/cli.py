@@ -152,7 +152,7 @@ def _eval(args) -> int:
     result = evaluate.evaluate_preset(args.model, args.replays, args.batch_size, args.split)
     print(evaluate.format_result(result))
     if args.json:
-        Path(args.json).write_text(json.dumps(result, indent=1) + "\n")
+        _write_json(args.json, result)
     return 0
 
 
@@ -186,7 +186,7 @@ def _play_replay(args) -> int:
     result = agent.play_preset(args.model, args.replay, args.port)
     print(agent.format_play_report(result))
     if args.json:
-        Path(args.json).write_text(json.dumps(result, indent=1) + "\n")
+        _write_json(args.json, result)
     return 0
 
 
@@ -352,6 +352,14 @@ def _writable_file(path, flag) -> None:
     folder = path.parent if str(path.parent) else Path(".")
     if not folder.is_dir() or not os.access(folder, os.W_OK):
         raise ValueError(f"{flag} {path}: cannot write in {folder}")
+
+
+def _write_json(path, result) -> None:
+    """The figures as JSON; a failed write (e.g. a full disk) names the file."""
+    try:
+        Path(path).write_text(json.dumps(result, indent=1) + "\n")
+    except OSError as e:
+        raise ValueError(f"{path}: {e.strerror}") from None
 
 
 def _writable_folder(path, flag) -> None:
