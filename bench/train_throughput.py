@@ -17,10 +17,10 @@ import argparse
 import json
 import os
 import resource
-import statistics
 import subprocess
 import sys
-import time
+
+from exphil_keras.timing import timings_ms
 
 # hidden/layers per backbone for about 1 M policy parameters (the counts are printed).
 SIZES = {
@@ -36,14 +36,7 @@ TORCH_GRU = {"hidden_size": 256, "num_layers": 2}
 
 def median_step(step, warmup, steps):
     """Median wall seconds of `step()` over `steps` calls, after `warmup` calls (compilation)."""
-    for _ in range(warmup):
-        step()
-    times = []
-    for _ in range(steps):
-        start = time.perf_counter()
-        step()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    return timings_ms(step, steps, warmup)["median"] / 1e3
 
 
 def keras_run(backbone, args):
