@@ -200,11 +200,11 @@ class _PausedOnce:
     def initial_state(self, batch):
         return self.model.initial_state(batch)
 
-    def step(self, inputs, state):
+    def sample_step(self, *args):
         self.calls += 1
         if self.calls == 30:
             time.sleep(features.FRAME_BUDGET_MS / 1e3 + 0.01)
-        return self.model.step(inputs, state)
+        return self.model.sample_step(*args)
 
 
 def test_play_replay_reports_each_frame_over_budget(gru):
@@ -216,3 +216,92 @@ def test_play_replay_reports_each_frame_over_budget(gru):
     assert paused["wall_ms"] > features.FRAME_BUDGET_MS + 5
     assert paused["cpu_ms"] < paused["wall_ms"] - 5  # sleeping is not computing
     assert "over budget: frame" in agent.format_play_report(result)
+
+
+class _Recording:
+    """A policy that keeps the inputs the agent feeds it, frame by frame."""
+
+    def __init__(self, model):
+        self.model, self.fed = model, []
+
+    def initial_state(self, batch):
+        return self.model.initial_state(batch)
+
+    def sample_step(self, inputs, *args):
+        self.fed.append(inputs)
+        return self.model.sample_step(inputs, *args)
+
+
+def delayed_agent_inputs(model, frame_delay, action_delay, online_delay=0):
+    """{frame seen: (inputs fed, frame decided for)} over SHORT, and the agent's decisions."""
+    recording = _Recording(model)
+    delays = dict(frame_delay=frame_delay, action_delay=action_delay, online_delay=online_delay)
+    player = agent.Agent(recording, 1, 2, **delays)
+    recording.fed.clear()  # the warm-up step
+    fed, decisions = {}, {}
+    for gamestate, _ in gamestates(REPLAYS / SHORT):
+        decisions[int(gamestate.frame)] = player.act(gamestate)
+        if player.decided_for is not None:
+            fed[int(gamestate.frame)] = (recording.fed[-1], player.decided_for)
+    assert len(recording.fed) == len(fed)  # the policy decides only when it has a frame that old
+    return fed, decisions
+
+
+def assert_inputs_equal(served: dict, trained: dict, skip=()):
+    for key, expected in trained.items():
+        if key in skip:
+            continue
+        actual = np.asarray(served[key], np.float64).reshape(len(expected), -1)
+        expected = np.asarray(expected, np.float64).reshape(len(expected), -1)
+        keep = np.setdiff1d(np.arange(actual.shape[1]), lossy_columns(key))
+        np.testing.assert_allclose(actual[:, keep], expected[:, keep], atol=TOLERANCE, err_msg=key)
+
+
+@pytest.mark.parametrize("frame_delay, action_delay", [(0, 1), (4, 1), (3, 2)])
+def test_a_delayed_agent_feeds_the_rows_it_was_trained_on(gru, frame_delay, action_delay):
+    """The agent's inputs on seeing frame t are read_replay's row t at the same delays: the game
+    at t - frame_delay, the input at t; its decision is for t + action_delay."""
+    fed, _ = delayed_agent_inputs(gru, frame_delay, action_delay)
+    replay = features.read_replay(REPLAYS / SHORT, action_delay, frame_delay)
+    view = next(v for v in replay.perspectives if v.port == 0)
+    last = int(view.frame_ids[-1])  # the last row; the agent decides on to the end of the game
+    assert sorted(fed) == [*map(int, view.frame_ids), *range(last + 1, last + action_delay + 1)]
+    for t, frame in enumerate(view.frame_ids):
+        inputs, decided_for = fed[int(frame)]
+        assert decided_for == frame + action_delay
+        assert_inputs_equal(inputs, {k: v[t : t + 1] for k, v in view.inputs.items()})
+
+
+def test_online_delay_stands_in_for_the_agents_own_frame_delay(gru):
+    """Under Slippi's online delay d the agent buffers frame_delay - d frames: on seeing frame n
+    it feeds the game of row n + d, and as the previous input the decision it made for n + d."""
+    frame_delay, action_delay, online = 4, 2, 3
+    fed, decisions = delayed_agent_inputs(gru, frame_delay, action_delay, online)
+    replay = features.read_replay(REPLAYS / SHORT, action_delay, frame_delay)
+    view = next(v for v in replay.perspectives if v.port == 0)
+    rows = {int(f): t for t, f in enumerate(view.frame_ids)}
+    checked = 0
+    for n, (inputs, decided_for) in fed.items():
+        assert decided_for == n + online + action_delay
+        t = rows.get(n + online)
+        if t is None:  # past the replay's last row
+            continue
+        assert_inputs_equal(
+            inputs, {k: v[t : t + 1] for k, v in view.inputs.items()}, {"prev_input"}
+        )
+        in_flight = decisions.get(n - action_delay, melee.ControllerState())
+        np.testing.assert_array_equal(
+            inputs["prev_input"], agent.encode_controller_state(in_flight)
+        )
+        checked += 1
+    assert checked > 100
+    with pytest.raises(ValueError, match="online delay of 3"):
+        agent.Agent(gru, 1, 2, frame_delay=2, online_delay=3)
+
+
+def test_play_replay_compares_each_decision_with_the_frame_it_is_for(gru):
+    result = agent.play_replay(gru, REPLAYS / SHORT, frame_delay=3, action_delay=2)
+    playable = features.read_replay(REPLAYS / SHORT).num_frames
+    assert result["frames"] == playable - 3  # no decision before the game is 3 frames old
+    assert result["compared_frames"] == result["frames"] - 2  # the last two are for no frame
+    assert "input 2 frames ahead" in agent.format_play_report(result)
