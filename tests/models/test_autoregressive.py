@@ -81,7 +81,7 @@ def test_fit_and_evaluate_score_the_whole_action_teacher_forced(small):
 
 
 def test_keras_file_keeps_the_heads_and_their_order(small, tmp_path):
-    order = ("buttons", "main_x", "main_y", "c_x", "c_y", "shoulder")
+    order = ("shoulder", "c_x", "c_y", "main_x", "main_y", "buttons")  # not the default
     model = build_policy("mlp", heads="autoregressive", head_order=order, **small)
     inputs, targets = example_batch(model, 2)
     model.save(tmp_path / "policy.keras")
