@@ -92,12 +92,17 @@ def time_exported_steps(name, step_repeats):
     import tensorflow as tf
 
     from exphil_keras import export, zoo
-    from exphil_keras.policy import example_batch
+    from exphil_keras.policy import NUM_UNIFORMS, example_batch
 
     model = zoo.load(name, compile=False)
     inputs, _ = example_batch(model, 1)
     frame = {k: v[:, -1] for k, v in inputs.items()}
     tf_frame = {k: tf.constant(v) for k, v in frame.items()}
+    # Each endpoint draws the decision from the same uniforms, at temperature 1.
+    sampling = {
+        "uniforms": np.full((1, NUM_UNIFORMS), 0.5, "float32"),
+        "temperature": np.array(1, "float32"),
+    }
     options = onnxruntime.SessionOptions()
     options.intra_op_num_threads = options.inter_op_num_threads = 1
     with tempfile.TemporaryDirectory() as folder:
@@ -110,14 +115,14 @@ def time_exported_steps(name, step_repeats):
     onnx_state = [export.initial_state(model)]
 
     def keras_step():
-        _, keras_state[0] = model.step(tf_frame, keras_state[0])
+        _, _, keras_state[0] = model.sample_step(tf_frame, keras_state[0], *sampling.values())
 
     def saved_step():
-        out = saved.step(tf_frame, *saved_state[0])
+        out = saved.step(tf_frame, *sampling.values(), *saved_state[0])
         saved_state[0] = [out[f"next_state_{i}"] for i in range(len(saved_state[0]))]
 
     def onnx_step():
-        feed = frame | {f"state_{i}": s for i, s in enumerate(onnx_state[0])}
+        feed = frame | sampling | {f"state_{i}": s for i, s in enumerate(onnx_state[0])}
         out = dict(zip(outputs, session.run(None, feed), strict=True))
         onnx_state[0] = [out[f"next_state_{i}"] for i in range(len(onnx_state[0]))]
 

@@ -5,6 +5,12 @@
 The bot takes --port; plug a controller into --opponent-port, or let a second libmelee
 controller pick a CPU there with --cpu-level. Needs Slippi Dolphin and a Melee 1.02 ISO, so it
 is not run in CI. Ctrl-C stops Dolphin.
+
+The bot plays at the delays its preset was trained with. On netplay (--connect-code), Slippi's
+online delay (--online-delay, frames) holds the bot's inputs back, which counts towards the
+preset's frame delay: the agent buffers the rest itself, so the preset's frame_delay must be at
+least the online delay (a netplay preset, e.g. one trained with --frame-delay 2 for the default
+of 2).
 """
 
 import argparse
@@ -32,16 +38,34 @@ def parse_args():
     )
     parser.add_argument("--temperature", type=float, default=0.0, help="0: greedy")
     parser.add_argument("--connect-code", help="play a Slippi netplay direct match instead")
-    return parser.parse_args()
+    parser.add_argument(
+        "--online-delay",
+        type=int,
+        default=0,
+        help="Slippi's online input delay in frames (netplay only; counts towards the preset's "
+        "frame_delay)",
+    )
+    args = parser.parse_args()
+    if args.online_delay and not args.connect_code:
+        parser.error("--online-delay applies to netplay matches (--connect-code) only")
+    return args
 
 
 def main():
     args = parse_args()
     character, stage = melee.Character[args.character], melee.Stage[args.stage]
-    model = zoo.load(args.model, compile=False)
-    bot = agent.Agent(model, args.port, args.opponent_port, temperature=args.temperature)
+    model, metadata = zoo.load(args.model, compile=False), zoo.info(args.model)
+    bot = agent.Agent(
+        model,
+        args.port,
+        args.opponent_port,
+        temperature=args.temperature,
+        frame_delay=metadata["frame_delay"],
+        action_delay=metadata["action_delay"],
+        online_delay=args.online_delay,
+    )
 
-    console = melee.Console(path=args.dolphin, fullscreen=False)
+    console = melee.Console(path=args.dolphin, fullscreen=False, online_delay=args.online_delay)
     controller = melee.Controller(console, args.port)
     cpu = melee.Controller(console, args.opponent_port) if args.cpu_level else None
     console.run(iso_path=args.iso)

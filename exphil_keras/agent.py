@@ -2,13 +2,14 @@
 
 A GameState becomes the model's inputs through features.py's own encoders (`assemble_inputs`),
 so the bot sees what training saw; the few fields libmelee cannot give back exactly are listed
-in LIBMELEE_LOSSY. Ports are libmelee's (1-4). The agent assumes the defaults the presets are
-trained with: it sees frame t (frame_delay 0) and decides the input for frame t + 1
-(action_delay 1).
+in LIBMELEE_LOSSY. Ports are libmelee's (1-4). The agent plays at the delays its policy was
+trained with (a preset's `frame_delay` and `action_delay`), from its own buffers and Slippi's
+online delay together (`Agent`).
 """
 
 from __future__ import annotations
 
+import collections
 import csv
 import gc
 import time
@@ -18,7 +19,7 @@ import melee
 import numpy as np
 from melee.enums import Button, Menu, Stage, to_internal_stage
 
-from exphil_keras import features, timing, zoo
+from exphil_keras import features, policy, timing, zoo
 
 # Input field -> why libmelee's GameState cannot give the value the replay holds (the parity
 # test skips exactly these, and asserts every other column agrees).
@@ -150,101 +151,125 @@ def gamestate_inputs(gamestate, port: int, opponent_port: int, slippi_version=No
     )
 
 
-def _sigmoid(x):
-    return 0.5 * (1.0 + np.tanh(0.5 * x))  # 1 / (1 + exp(-x)), without exp's overflow at low T
-
-
-def _softmax(x):
-    z = np.exp(x - x.max())
-    return z / z.sum()
-
-
-def sample(logits: dict, temperature: float, rng: np.random.Generator) -> tuple[np.ndarray, dict]:
-    """One decision from one frame's logits: (buttons pressed, bool [8]; {head: class index}).
-
-    Greedy at temperature 0 (a button is pressed when its logit is above 0, each other head
-    takes its argmax); otherwise each button is drawn from sigmoid(logit / T) and each other
-    head from softmax(logits / T), with `rng`.
-    """
-    if temperature == 0.0:
-        pressed = logits["buttons"] > 0
-        classes = {h: int(np.argmax(logits[h])) for h in CATEGORICAL_HEADS}
-    else:
-        pressed = rng.random(len(BUTTONS)) < _sigmoid(logits["buttons"] / temperature)
-        classes = {
-            h: int(
-                rng.choice(len(logits[h]), p=_softmax(logits[h].astype(np.float64) / temperature))
-            )
-            for h in CATEGORICAL_HEADS
-        }
-    return pressed, classes
-
-
 class Agent:
     """Plays `port` against `opponent_port`: `act(gamestate)` once per frame, then `press`.
 
-    Greedy at temperature 0, else samples every head at that temperature. The model's streaming
+    Greedy at temperature 0, else samples every head at that temperature, inside the compiled
+    `sample_step` (from uniforms the agent's seeded generator draws). The model's streaming
     state carries across frames and restarts when a new game starts (the frame counter goes
     back, as it never does within a game with the Console's default skip_rollback_frames, or a
     menu comes between games). The first game frame does not pay for compiling: the
     step is compiled on construction. Construction also freezes the objects then alive out of
     Python's garbage collector (`gc.freeze`): a full collection over Keras's object graph takes
     about 90 ms, five frames, and would otherwise land inside a frame now and then.
+
+    Delays, as the policy was trained (`read_replay`'s row t: the game at frame t - frame_delay,
+    the input at t, the target at t + action_delay): the decision made on seeing frame n is for
+    frame n + online_delay + action_delay. Slippi's online delay (libmelee's
+    `Console(online_delay=...)`) holds every input back `online_delay` frames, which to the
+    policy is seeing the game that much later; the agent holds the game back for the rest,
+    `frame_delay - online_delay` frames, and each decision `action_delay - 1` frames before
+    `press` sends it. The previous input the policy sees is the game's for that frame, or, under
+    online delay, where that input is still in flight, the one the agent decided for it.
     """
 
-    def __init__(self, model, port, opponent_port, temperature=0.0, seed=0, slippi_version=None):
+    def __init__(
+        self,
+        model,
+        port,
+        opponent_port,
+        temperature=0.0,
+        seed=0,
+        slippi_version=None,
+        frame_delay=0,
+        action_delay=1,
+        online_delay=0,
+    ):
+        if action_delay < 1 or online_delay < 0:
+            raise ValueError("action_delay must be 1 or more, online_delay 0 or more")
+        if frame_delay < online_delay:
+            raise ValueError(
+                f"the policy was trained to see the game {frame_delay} frame(s) late; Slippi's "
+                f"online delay of {online_delay} would show it {online_delay} (a policy trained "
+                f"with frame_delay {online_delay} or more plays there)"
+            )
         self.model = model
         self.port = int(port)
         self.opponent_port = int(opponent_port)
         self.temperature = float(temperature)
         self.slippi_version = slippi_version
-        self.decision = melee.ControllerState()  # for the next frame; what `press` applies
+        self.frame_delay, self.action_delay = int(frame_delay), int(action_delay)
+        self.online_delay = int(online_delay)
+        self.decision = melee.ControllerState()  # the last decision made
+        self.decided_for = None  # the frame it is for; None: no policy decision (a neutral pad)
         self.last_logits = None  # {head: numpy [classes]} of the last decision
         self._rng = np.random.default_rng(seed)
         self._centres = {head: features.bucket_centres(head) for head in CATEGORICAL_HEADS}
         self._state = None
         self._last_frame = None
+        self._seen = collections.deque(maxlen=frame_delay - online_delay + 1)  # model inputs
+        self._decisions = collections.deque(maxlen=action_delay)  # the oldest is sent next
         idle = {
             name: np.zeros((1, width), np.float32)
             for name, width in features.CONTINUOUS_INPUTS.items()
         }
         idle |= {name: np.zeros(1, np.int32) for name in features.CATEGORICAL_INPUTS}
-        model.step(idle, model.initial_state(1))
+        model.sample_step(idle, model.initial_state(1), self._uniforms(), self.temperature)
         gc.collect()
         gc.freeze()
 
     def act(self, gamestate) -> melee.ControllerState:
-        """The controller state to hold on the next frame (also kept as `decision`)."""
+        """The decision on seeing this frame (also kept as `decision`, for `decided_for`)."""
+        self.decision, self.decided_for = melee.ControllerState(), None
         if gamestate.menu_state not in (Menu.IN_GAME, Menu.SUDDEN_DEATH):
             self._last_frame = None  # between games: the next game starts afresh
-            self.decision = melee.ControllerState()
+            self._decisions.clear()
             return self.decision
         if self._last_frame is None or gamestate.frame <= self._last_frame:
             self._state = self.model.initial_state(1)
+            self._seen.clear()
+            self._decisions.clear()
         self._last_frame = gamestate.frame
-        if gamestate.frame < features.FIRST_PLAYABLE_FRAME:  # the countdown: inputs do nothing
-            self.decision = melee.ControllerState()
-            return self.decision
-        inputs = gamestate_inputs(gamestate, self.port, self.opponent_port, self.slippi_version)
-        logits, self._state = self.model.step(inputs, self._state)
-        self.last_logits = {head: np.asarray(value)[0] for head, value in logits.items()}
-        self.decision = self._controller_state(self.last_logits)
+        if gamestate.frame >= features.FIRST_PLAYABLE_FRAME:  # the countdown: inputs do nothing
+            inputs = gamestate_inputs(gamestate, self.port, self.opponent_port, self.slippi_version)
+            prev_input = inputs["prev_input"] if self.online_delay == 0 else self._in_flight()
+            self._seen.append(inputs)
+            if len(self._seen) == self._seen.maxlen:  # else no frame that old yet, as in training
+                self._decide({**self._seen[0], "prev_input": prev_input})
+                self.decided_for = gamestate.frame + self.online_delay + self.action_delay
+        self._decisions.append(self.decision)
         return self.decision
 
-    def _controller_state(self, logits) -> melee.ControllerState:
-        pressed, classes = sample(logits, self.temperature, self._rng)
-        values = {h: self._centres[h][classes[h]] for h in CATEGORICAL_HEADS}
+    def _in_flight(self) -> np.ndarray:
+        """The input decided for the frame the policy now stands at (online delay ahead)."""
+        full = len(self._decisions) == self._decisions.maxlen
+        return encode_controller_state(self._decisions[0] if full else melee.ControllerState())
+
+    def _uniforms(self) -> np.ndarray:
+        return self._rng.random((1, policy.NUM_UNIFORMS), dtype=np.float32)
+
+    def _decide(self, inputs) -> None:
+        action, logits, self._state = self.model.sample_step(
+            inputs, self._state, self._uniforms(), self.temperature
+        )
+        self.last_logits = {head: np.asarray(value)[0] for head, value in logits.items()}
+        self.decision = self._controller_state({h: np.asarray(v)[0] for h, v in action.items()})
+
+    def _controller_state(self, action) -> melee.ControllerState:
         state = melee.ControllerState()
-        for button, down in zip(BUTTONS.values(), pressed, strict=True):
-            state.button[button] = bool(down)
+        for button, down in zip(BUTTONS.values(), action["buttons"], strict=True):
+            state.button[button] = bool(down > 0.5)
+        values = {h: self._centres[h][int(action[h])] for h in CATEGORICAL_HEADS}
         state.main_stick = (values["main_x"] / 2 + 0.5, values["main_y"] / 2 + 0.5)
         state.c_stick = (values["c_x"] / 2 + 0.5, values["c_y"] / 2 + 0.5)
         state.l_shoulder = float(values["shoulder"])
         return state
 
     def press(self, controller: melee.Controller) -> None:
-        """Apply the last decision to a libmelee Controller (sent at the console's next step)."""
-        decision = self.decision
+        """Apply the decision due next frame to a libmelee Controller (sent at the console's next
+        step): the last one, or with action_delay A, the one made A - 1 frames ago."""
+        full = len(self._decisions) == self._decisions.maxlen
+        decision = self._decisions[0] if full else melee.ControllerState()
         for button in BUTTONS.values():
             if decision.button[button]:
                 controller.press_button(button)
@@ -275,13 +300,15 @@ def _classes(state: melee.ControllerState) -> dict:
     return features.discretise_controller(encode_controller_state(state)[0])
 
 
-def play_replay(model, replay_path, port=None) -> dict:
-    """Run the agent over a replay through libmelee's Console, as if live (greedy).
+def play_replay(model, replay_path, port=None, frame_delay=0, action_delay=1) -> dict:
+    """Run the agent over a replay through libmelee's Console, as if live (greedy), at the
+    delays its policy was trained with (the agent buffers the whole frame delay).
 
-    Per playable frame: the agent's decision time (features + step + decoding), and whether its
-    decision matches what the player pressed on the next frame (buttons: all 8; sticks and
-    shoulder: the same bucket). Beside the wall time it records the CPU time the process spent
-    on the decision, which tells a slow decision from one the OS scheduler paused.
+    Per frame decided: the agent's decision time (features + step + decoding), and whether its
+    decision matches what the player pressed on the frame it is for, `action_delay` frames on
+    (buttons: all 8; sticks and shoulder: the same bucket). Beside the wall time it records the
+    CPU time the process spent on the decision, which tells a slow decision from one the OS
+    scheduler paused.
     """
     # Slippi < 3 only through libmelee's allow_old_version; parity is tested from 3.7 up.
     console = melee.Console(path=str(replay_path), is_dolphin=False, allow_old_version=True)
@@ -290,13 +317,21 @@ def play_replay(model, replay_path, port=None) -> dict:
     if gamestate is None:
         raise ValueError(f"{replay_path}: no frames")
     port, opponent_port = _ports(gamestate, port)
-    bot = Agent(model, port, opponent_port, slippi_version=console.slp_version_tuple)
+    bot = Agent(
+        model,
+        port,
+        opponent_port,
+        slippi_version=console.slp_version_tuple,
+        frame_delay=frame_delay,
+        action_delay=action_delay,
+    )
     seconds, cpu_seconds, frames = [], [], []
     agree = {head: 0 for head in features.TARGETS}
     compared = 0
-    decided_frame, decided = None, None
+    pending = {}  # frame -> the classes decided for it
     while gamestate is not None:
-        if decided_frame is not None and gamestate.frame == decided_frame + 1:
+        decided = pending.pop(int(gamestate.frame), None)
+        if decided is not None:
             pressed = _classes(gamestate.players[port].controller_state)
             for head in features.TARGETS:
                 agree[head] += bool(np.all(decided[head] == pressed[head]))
@@ -304,11 +339,11 @@ def play_replay(model, replay_path, port=None) -> dict:
         start, cpu_start = time.perf_counter(), time.process_time()
         decision = bot.act(gamestate)
         elapsed, cpu = time.perf_counter() - start, time.process_time() - cpu_start
-        if gamestate.frame >= features.FIRST_PLAYABLE_FRAME:
+        if bot.decided_for is not None:
             seconds.append(elapsed)
             cpu_seconds.append(cpu)
             frames.append(int(gamestate.frame))  # libmelee's is a numpy int32
-            decided_frame, decided = gamestate.frame, _classes(decision)
+            pending[int(bot.decided_for)] = _classes(decision)
         gamestate = console.step()
     if not seconds:
         raise ValueError(f"{replay_path}: no playable frames")
@@ -319,6 +354,8 @@ def play_replay(model, replay_path, port=None) -> dict:
         "slippi_version": ".".join(str(v) for v in console.slp_version_tuple),
         "port": port,
         "opponent_port": opponent_port,
+        "frame_delay": frame_delay,
+        "action_delay": action_delay,
         "frames": len(ms),
         "latency_ms": {
             **timing.spread(ms),
@@ -335,9 +372,8 @@ def play_replay(model, replay_path, port=None) -> dict:
 
 
 def play_preset(name_or_path, replay_path, port=None) -> dict:
-    """`play_replay` with a preset, refusing one trained with other delays than the agent's,
-    and, before any work, a replay that is broken, not a 2-player game or older than libmelee
-    can read."""
+    """`play_replay` with a preset at the delays it was trained with, refusing, before any work,
+    a replay that is broken, not a 2-player game or older than libmelee can read."""
     try:
         version = features.probe_replay(replay_path)
     except features.ReplaySkipped as skipped:
@@ -348,14 +384,15 @@ def play_preset(name_or_path, replay_path, port=None) -> dict:
             f"Slippi {'.'.join(map(str, READABLE_SINCE))} on"
         )
     metadata = zoo.info(name_or_path)
-    delays = (metadata["action_delay"], metadata["frame_delay"])
-    if delays != (1, 0):
-        raise ValueError(
-            f"{name_or_path} was trained with action_delay {delays[0]}, frame_delay {delays[1]}; "
-            "the agent acts with 1 and 0"
-        )
-    result = play_replay(zoo.load(name_or_path, compile=False), replay_path, port)
+    model = zoo.load(name_or_path, compile=False)
+    result = play_replay(
+        model, replay_path, port, metadata["frame_delay"], metadata["action_delay"]
+    )
     return {"model": str(name_or_path), **result}
+
+
+def _ahead(action_delay: int) -> str:
+    return "next input" if action_delay == 1 else f"input {action_delay} frames ahead"
 
 
 def format_play_report(result: dict) -> str:
@@ -373,7 +410,9 @@ def format_play_report(result: dict) -> str:
             f"{f['cpu_ms']:.2f} ms CPU"
             for f in result["over_budget_frames"]
         ),
-        f"agreement with the player's next input ({result['compared_frames']} frames):",
+        f"agreement with the player's {_ahead(result['action_delay'])} "
+        f"({result['compared_frames']} frames; the policy sees the game "
+        f"{result['frame_delay']} frame(s) late):",
         *(f"  {head:<9} {value:.4f}" for head, value in agreement.items()),
     ]
     if tuple(int(v) for v in result["slippi_version"].split(".")) < PARITY_TESTED_SINCE:

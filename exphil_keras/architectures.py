@@ -1,5 +1,6 @@
 """The backbone names and their facts, in one Keras-free table read by the CLI, bench, docs and
-tests. Adding a backbone is its file in `backbones/` plus one row here."""
+tests (and the policy's kinds of heads). Adding a backbone is its file in `backbones/` plus one
+row here."""
 
 from __future__ import annotations
 
@@ -45,6 +46,8 @@ ARCHITECTURES = {
 }  # fmt: skip
 ALIASES = {"sliding_window": "attention"}  # ExPhil's second name for the attention backbone
 NAMES = (*ARCHITECTURES, *ALIASES)  # every name `--backbone` takes
+# The policy's heads (`--heads`): each drawn on its own, or each conditioned on those before it.
+HEADS = ("independent", "autoregressive")
 
 
 def get(name: str) -> Architecture:

@@ -68,7 +68,8 @@ def evaluate(
     for inputs, targets in replay_windows(
         paths, window, metadata["action_delay"], metadata["frame_delay"]
     ):
-        last_frames.add(inputs, targets, model.predict(inputs, batch_size=batch_size, verbose=0))
+        scored = model.with_targets(inputs, targets)  # autoregressive heads: teacher-forced
+        last_frames.add(inputs, targets, model.predict(scored, batch_size=batch_size, verbose=0))
     if not len(last_frames):
         raise ValueError(f"no usable windows of {window} frames in {replays}")
     return last_frames.result(markov)

@@ -1,9 +1,11 @@
 """Export a policy for serving outside Python-Keras: a SavedModel with two endpoints and ONNX.
 
 - `serve`: the inputs dict `[B, W, ...]` -> `{head: logits [B, W, classes]}`.
-- `step`: one frame (the inputs dict at one time index, `[B, ...]`) and the streaming state as
-  explicit tensors `state_0 .. state_{n-1}` -> `{head: logits [B, classes], next_state_i: ...}`.
-  Start from `initial_state(model, batch)` (zeros), feed each frame's returned state back.
+- `step`: one frame (the inputs dict at one time index, `[B, ...]`), `uniforms` `[B, 13]` in
+  [0, 1), `temperature` (a scalar; 0 is greedy) and the streaming state as explicit tensors
+  `state_0 .. state_{n-1}` -> `{head: logits [B, classes], action_<head>: the drawn classes,
+  next_state_i: ...}`, as `PolicyModel.sample_step` draws them: the same uniforms give the same
+  action. Start from `initial_state(model, batch)` (zeros), feed each frame's returned state back.
 
 The SavedModel is written by `keras.export.ExportArchive`, so it comes from the TensorFlow and
 the JAX backend alike (JAX through jax2tf). ONNX is converted by tf2onnx from a TensorFlow
@@ -18,7 +20,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from exphil_keras import features, zoo
+from exphil_keras import features, policy, zoo
 
 FORMATS = ("savedmodel", "onnx")
 ONNX_OPSET = 17
@@ -46,6 +48,14 @@ def window_spec(frames, batch=None) -> dict:
         )
         for name, spec in frame_spec(batch).items()
     }
+
+
+def sampling_spec(batch=None) -> list:
+    """The `step` endpoint's random numbers and temperature (see `policy.draw`)."""
+    return [
+        keras.InputSpec(shape=(batch, policy.NUM_UNIFORMS), dtype="float32", name="uniforms"),
+        keras.InputSpec(shape=(), dtype="float32", name="temperature"),
+    ]
 
 
 def initial_state(model, batch_size=1) -> list[np.ndarray]:
@@ -81,12 +91,17 @@ def savedmodel(model, path) -> Path:
 
     archive.add_endpoint("serve", serve, input_signature=[window_spec(model.window)])
 
-    def step(frame, *state):
-        logits, new_state = model._step(frame, keras.tree.pack_sequence_as(structure, state))
-        new_state = keras.tree.flatten(new_state)
-        return {**logits, **{f"next_state_{i}": s for i, s in enumerate(new_state)}}
+    def step(frame, uniforms, temperature, *state):
+        state = keras.tree.pack_sequence_as(structure, state)
+        action, logits, new_state = model._sample_step(frame, state, uniforms, temperature)
+        return {
+            **logits,
+            **{f"action_{head}": classes for head, classes in action.items()},
+            **{f"next_state_{i}": s for i, s in enumerate(keras.tree.flatten(new_state))},
+        }
 
-    archive.add_endpoint("step", step, input_signature=[frame_spec(), *state_spec(model)])
+    signature = [frame_spec(), *sampling_spec(), *state_spec(model)]
+    archive.add_endpoint("step", step, input_signature=signature)
     archive.write_out(str(path), verbose=False)
     return Path(path)
 

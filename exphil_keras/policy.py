@@ -2,7 +2,16 @@
 
 `build_policy` returns a compiled `PolicyModel` (a keras-hub-style functional subclass whose
 config is its constructor arguments), ready for `model.fit(ds)` on `slippi_windows` batches, and
-for the agent through `initial_state` / `step`, which equal the windowed forward frame by frame.
+for the agent through `initial_state` / `step` / `sample_step`, which equal the windowed forward
+frame by frame.
+
+Heads are independent (each head reads the backbone output alone) or autoregressive (each head
+also reads the classes of the heads before it, in `AUTOREGRESSIVE_ORDER`). An autoregressive
+model is conditioned on the targets (teacher forcing) when its inputs dict holds them, under
+the targets' own names: `train_step` and `test_step` add them from `(inputs, targets)` batches,
+so `fit` and `evaluate` score the NLL of the whole action, as for independent heads, and
+`with_targets` does it for `predict`. Without them (`predict(inputs)`, `serve`) each head is
+conditioned on the greedy classes before it; `sample_step` draws them.
 """
 
 import keras
@@ -11,12 +20,24 @@ from keras import ops
 from keras.src.losses.loss import scale_loss_for_distribution
 from keras_hub.src.utils import preset_utils
 
-from exphil_keras import backbones, features, preset_files
+from exphil_keras import architectures, backbones, features, preset_files
 from exphil_keras.ops import compile_function
 
 EMBEDDING_WIDTHS = {"action": 32, "character": 8, "stage": 4}  # one table per id kind
 HEAD_HIDDEN_SIZE = 64
 LOGIT_CLIP = 60.0
+# The autoregressive heads' order, by measurement (bench/head_order.py): buttons first, so the
+# analog shoulder follows its L/R press and the stick follows the jump; main_y given main_x.
+# Validation NLL of per-frame MLPs, same data and steps: independent 1.235, this order 1.073,
+# HAL's (shoulder, c-stick, main stick, buttons) 1.109, main stick first 1.094.
+AUTOREGRESSIVE_ORDER = ("buttons", "main_x", "main_y", "c_x", "c_y", "shoulder")
+# One uniform random number per button and per categorical head, in the controller's column
+# order (features.CONTROLLER_FEATURES): buttons 0-7, main_x, main_y, c_x, c_y, shoulder.
+NUM_UNIFORMS = features.NUM_CONTROLLER_FEATURES
+UNIFORM_COLUMNS = {
+    "buttons": slice(0, 8),
+    **{head: 8 + i for i, head in enumerate((*features.STICK_AXES, "shoulder"))},
+}
 
 
 def _id_kind(name):
@@ -97,6 +118,98 @@ class PolicyHeads(keras.layers.Layer):
             )
         }
 
+    def sample(self, x, uniforms, temperature):
+        """-> (action, logits): every head drawn from its own logits (`draw`)."""
+        logits = self(x)
+        action = {head: draw(head, z, uniforms, temperature) for head, z in logits.items()}
+        return action, logits
+
+
+def greedy(head, logits):
+    """The most likely class: buttons float32 0/1 [..., 8] (logit > 0), else int32 [...]."""
+    if head == "buttons":
+        return ops.cast(logits > 0, "float32")
+    # The first maximum, found on ints: keras's float argmax bitcasts (to order -0.0 below 0.0),
+    # an op tf2onnx cannot convert.
+    is_max = ops.cast(logits >= ops.max(logits, axis=-1, keepdims=True), "int32")
+    return ops.cast(ops.argmax(is_max, axis=-1), "int32")
+
+
+def draw(head, logits, uniforms, temperature):
+    """One head's classes drawn at `temperature` from `uniforms` [..., NUM_UNIFORMS] in [0, 1).
+
+    Buttons: pressed where u < sigmoid(z / T); the other heads: the inverse CDF of softmax(z / T)
+    at u. Temperature 0 is `greedy`, whatever the uniforms. Exported graphs take the uniforms as
+    inputs, so they draw exactly what Keras draws from the same numbers.
+    """
+    z = ops.cast(logits, "float32")
+    temperature = ops.cast(temperature, "float32")
+    hot = temperature > 0
+    scaled = z / ops.where(hot, temperature, 1.0)
+    u = ops.cast(uniforms[..., UNIFORM_COLUMNS[head]], "float32")
+    if head == "buttons":
+        return ops.where(hot, ops.cast(u < ops.sigmoid(scaled), "float32"), greedy(head, z))
+    cdf = ops.cumsum(ops.softmax(scaled, axis=-1), axis=-1)
+    drawn = ops.sum(ops.cast(cdf < u[..., None], "int32"), axis=-1)  # rounding may leave cdf < 1
+    drawn = ops.minimum(drawn, features.TARGETS[head] - 1)
+    return ops.where(hot, drawn, greedy(head, z))
+
+
+def _encode_choice(head, classes, dtype):
+    """A head's classes as the next heads read them: buttons 0/1, the others one-hot."""
+    if head == "buttons":
+        return ops.cast(classes, dtype)
+    return ops.one_hot(ops.cast(classes, "int32"), features.TARGETS[head], dtype=dtype)
+
+
+class AutoregressiveHeads(keras.layers.Layer):
+    """[..., hidden] -> {head: logits}, each head conditioned on the heads before it in `order`.
+
+    Head k reads concat(x, classes of heads 0..k-1) (buttons as 0/1, the others one-hot) through
+    Dense(64, relu) -> logits: given classes (`teacher`, teacher forcing), else the greedy ones.
+    """
+
+    def __init__(self, order=AUTOREGRESSIVE_ORDER, **kwargs):
+        super().__init__(**kwargs)
+        if sorted(order) != sorted(features.TARGETS):
+            raise ValueError(f"head order {order}: must name each of {list(features.TARGETS)}")
+        self.order = tuple(order)
+        self.hidden_layers = {
+            head: keras.layers.Dense(HEAD_HIDDEN_SIZE, activation="relu", name=f"{head}_hidden")
+            for head in self.order
+        }
+        self.logit_layers = {
+            head: keras.layers.Dense(features.TARGETS[head], name=f"{head}_logits")
+            for head in self.order
+        }
+
+    def call(self, x, teacher=None):
+        teacher = teacher or {}
+
+        def choose(head, logits):
+            return teacher[head] if head in teacher else greedy(head, logits)
+
+        return self._run(x, choose)[1]
+
+    def sample(self, x, uniforms, temperature):
+        """-> (action, logits): each head drawn (`draw`) given the classes drawn before it."""
+        return self._run(x, lambda head, z: draw(head, z, uniforms, temperature))
+
+    def _run(self, x, choose):
+        action, logits, previous = {}, {}, []
+        for head in self.order:
+            inputs = ops.concatenate([x, *previous], axis=-1) if previous else x
+            logits[head] = self.logit_layers[head](self.hidden_layers[head](inputs))
+            action[head] = choose(head, logits[head])
+            previous.append(_encode_choice(head, action[head], self.compute_dtype))
+        return (
+            {head: action[head] for head in features.TARGETS},
+            {head: logits[head] for head in features.TARGETS},
+        )
+
+    def get_config(self):
+        return {**super().get_config(), "order": list(self.order)}
+
 
 def head_losses(targets, logits, label_smoothing=0.0):
     """{head: float32 loss per position [B, T] (or [B])}; logits clamped to +-LOGIT_CLIP.
@@ -141,6 +254,8 @@ class PolicyModel(keras.Model):
         hidden_size, num_layers, state_size, num_heads, expand, conv_size, attention_every: the
             backbone's knobs (each backbone takes the ones it has).
         label_smoothing: on the categorical heads' training loss only.
+        heads: "independent" or "autoregressive" (see the module's docstring).
+        head_order: the autoregressive heads' order (default `AUTOREGRESSIVE_ORDER`).
     """
 
     def __init__(
@@ -155,8 +270,16 @@ class PolicyModel(keras.Model):
         conv_size=4,
         attention_every=2,
         label_smoothing=0.0,
+        heads="independent",
+        head_order=None,
         **kwargs,
     ):
+        if heads not in architectures.HEADS:
+            raise ValueError(f"heads {heads!r}: choose one of {', '.join(architectures.HEADS)}")
+        if heads == "autoregressive":  # a saved config names its order: a later default can't
+            head_order = tuple(head_order or AUTOREGRESSIVE_ORDER)  # change what it loads as
+        elif head_order is not None:
+            raise ValueError("head_order: independent heads have no order")
         # === Layers ===
         encoder = FrameEncoder(hidden_size, name="frame_encoder")
         backbone_layer = backbones.build(
@@ -171,7 +294,10 @@ class PolicyModel(keras.Model):
             attention_every=attention_every,
             name="backbone",
         )
-        heads = PolicyHeads(name="heads")
+        if heads == "autoregressive":
+            head_layer = AutoregressiveHeads(head_order, name="heads")
+        else:
+            head_layer = PolicyHeads(name="heads")
 
         # === Functional model ===
         inputs = {
@@ -182,7 +308,7 @@ class PolicyModel(keras.Model):
             name: keras.Input((None,), dtype="int32", name=name)
             for name in features.CATEGORICAL_INPUTS
         }
-        outputs = heads(backbone_layer(encoder(inputs)))
+        outputs = head_layer(backbone_layer(encoder(inputs)))
         super().__init__(inputs=inputs, outputs=outputs, **kwargs)
 
         # === Config ===
@@ -196,15 +322,45 @@ class PolicyModel(keras.Model):
         self.conv_size = conv_size
         self.attention_every = attention_every
         self.label_smoothing = label_smoothing
+        self.head_kind = heads
+        self.head_order = head_order
         self.encoder = encoder
         self.backbone = backbone_layer
-        self.heads = heads
+        self.heads = head_layer
         self.last_loss_tracker = keras.metrics.Mean(name="last_loss")
         self.accuracy_trackers = {
             h: keras.metrics.Mean(name=f"{h}_accuracy") for h in features.TARGETS
         }
         self.nll_trackers = {h: keras.metrics.Mean(name=f"{h}_nll") for h in features.TARGETS}
         self._compiled_step = None
+
+    def call(self, inputs, training=None, mask=None):
+        """Independent heads: the functional graph. Autoregressive: the same layers, with the
+        heads conditioned on whichever targets `inputs` holds (see `with_targets`)."""
+        if self.head_kind == "independent":
+            return super().call(inputs, training=training, mask=mask)
+        hidden = self.backbone(self.encoder(inputs), training=training)
+        return self.heads(hidden, {h: inputs[h] for h in features.TARGETS if h in inputs})
+
+    def with_targets(self, inputs, targets):
+        """The inputs that make the model score `targets`: an autoregressive model's heads are
+        conditioned on them (teacher forcing); independent heads need nothing more."""
+        if self.head_kind == "independent":
+            return inputs
+        return {**inputs, **{head: targets[head] for head in features.TARGETS}}
+
+    def train_step(self, *args):
+        # (data) on TensorFlow and torch, (state, data) on JAX: the batch is the last argument.
+        return super().train_step(*args[:-1], self._teacher_forced(args[-1]))
+
+    def test_step(self, *args):
+        return super().test_step(*args[:-1], self._teacher_forced(args[-1]))
+
+    def _teacher_forced(self, data):
+        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+        if y is not None:
+            x = self.with_targets(x, y)
+        return keras.utils.pack_x_y_sample_weight(x, y, sample_weight)
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
         """Sum over heads of the loss averaged over all positions, in float32."""
@@ -231,17 +387,33 @@ class PolicyModel(keras.Model):
         return self.backbone.initial_state(batch_size)
 
     def step(self, frame_inputs, state):
-        """One frame (the inputs dict at one time index, [B, ...]) -> ({head: [B, classes]}, state).
+        """One frame (the inputs dict at one time index, [B, ...]) -> ({head: [B, classes]}, state):
+        the logits of the greedy decision (`sample_step` at temperature 0).
 
         Compiled on first use (XLA on TensorFlow, jit on JAX); equals the windowed forward.
         """
-        if self._compiled_step is None:
-            self._compiled_step = compile_function(self._step, self)
-        return self._compiled_step(frame_inputs, state)
+        uniforms = np.full((len(frame_inputs["prev_input"]), NUM_UNIFORMS), 0.5, "float32")
+        _, logits, state = self.sample_step(frame_inputs, state, uniforms)
+        return logits, state
 
-    def _step(self, frame_inputs, state):
+    def sample_step(self, frame_inputs, state, uniforms, temperature=0.0):
+        """One frame, its decision drawn -> (action, logits, state).
+
+        `uniforms`: [B, NUM_UNIFORMS] in [0, 1), one per button and categorical head (`draw`);
+        temperature 0 is greedy. `action` is in the targets' form ({"buttons": float32 0/1
+        [B, 8], stick and shoulder heads: int32 classes [B]}); an autoregressive head's logits are
+        conditioned on the classes drawn before it. Stepping a window with the classes drawn
+        equals the windowed forward given them as targets.
+        """
+        if self._compiled_step is None:
+            self._compiled_step = compile_function(self._sample_step, self)
+        temperature = ops.convert_to_tensor(temperature, "float32")
+        return self._compiled_step(frame_inputs, state, uniforms, temperature)
+
+    def _sample_step(self, frame_inputs, state, uniforms, temperature):
         hidden, state = self.backbone.step(self.encoder(frame_inputs), state)
-        return self.heads(hidden), state
+        action, logits = self.heads.sample(hidden, uniforms, temperature)
+        return action, logits, state
 
     def get_config(self):
         return {
@@ -257,6 +429,8 @@ class PolicyModel(keras.Model):
             "conv_size": self.conv_size,
             "attention_every": self.attention_every,
             "label_smoothing": self.label_smoothing,
+            "heads": self.head_kind,
+            "head_order": None if self.head_order is None else list(self.head_order),
         }
 
     @classmethod

@@ -56,6 +56,7 @@ def train(config: TrainConfig) -> dict:
                 state_size=config.state_size,
                 expand=config.expand,
                 label_smoothing=config.label_smoothing,
+                heads=config.heads,
             )
         model.compile(
             optimizer=schedules.optimizer(config, data.steps_per_epoch), jit_compile="auto"
@@ -94,7 +95,7 @@ def train(config: TrainConfig) -> dict:
         "window": config.window,
         "action_delay": config.action_delay,
         "frame_delay": config.frame_delay,
-        "heads": "independent",
+        "heads": model.head_kind,
         "learning_rate": config.learning_rate,
         "validation": {
             "last_loss": last_position["loss"],  # the best epoch's val_last_loss, in float64
@@ -128,6 +129,7 @@ def _with_the_architecture_of(preset, config: TrainConfig) -> TrainConfig:
     return dataclasses.replace(
         config,
         **{key: architecture[key] for key in ARCHITECTURE_FIELDS},
+        heads=architecture.get("heads", "independent"),  # configs before heads existed lack it
         action_delay=metadata["action_delay"],
         frame_delay=metadata["frame_delay"],
     ).check()

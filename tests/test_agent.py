@@ -9,10 +9,11 @@ import time
 import melee
 import numpy as np
 import pytest
+from keras import ops
 from melee.enums import Stage, to_internal_stage
 from shared_data import REPLAYS
 
-from exphil_keras import agent, features, zoo
+from exphil_keras import agent, features, policy, zoo
 
 # Replay -> last frame id to stream (None: all). Five Slippi versions, each chosen for what it
 # covers; the cut-offs keep the test fast and still reach what matters in each game.
@@ -173,137 +174,42 @@ def test_greedy_decision_is_the_argmax(gru):
     assert gc.get_freeze_count() > 0  # the agent froze the model's objects out of the collector
 
 
-def test_the_agent_samples_with_its_temperature_and_seed(gru):
-    """Each decision the agent makes is `agent.sample` of that frame's logits at the agent's
-    temperature, drawn from a generator seeded with its seed (whose statistics the tests below
-    check): so the agent neither ignores its temperature nor its seed."""
-    temperature, seed, frames = 0.7, 11, 40
+def agent_draws(model, temperature, seed, frames=40):
+    """The classes the agent chose on the first `frames` playable frames of SHORT, and the
+    classes `policy.draw` gives for the same logits from the uniforms its seed yields."""
     player, logits, _, _, decisions = agent_logits(
-        gru, SHORT, frames, temperature=temperature, seed=seed, decisions=True
+        model, SHORT, frames, temperature=temperature, seed=seed, decisions=True
     )
     rng = np.random.default_rng(seed)
-    for t, (frame_logits, decision) in enumerate(zip(logits, decisions, strict=True)):
-        pressed, classes = agent.sample(frame_logits, temperature, rng)
-        made = agent._classes(decision)
-        np.testing.assert_array_equal(made["buttons"] > 0.5, pressed, err_msg=f"frame {t}")
-        assert {h: int(made[h]) for h in classes} == classes, f"frame {t}"
-    greedy = [agent.sample(x, 0.0, None) for x in logits]
-    sampled = [agent._classes(d) for d in decisions]
-    assert any(  # the real logits at 0.7 do draw off the argmax now and then
-        int(s[h]) != g[1][h] for s, g in zip(sampled, greedy, strict=True) for h in g[1]
-    )
-
-
-# --- agent.sample as sampling: frequencies over many draws from fixed logits ---------------
-
-DRAWS = 20_000
-LOGITS = {
-    "buttons": np.array([-3.0, -1.5, -0.5, 0.3, 0.8, 1.2, 2.0, -0.1], np.float32),
-    **{
-        head: np.random.default_rng(i).normal(0.0, 1.5, size).astype(np.float32)
-        for i, (head, size) in enumerate(
-            [("main_x", 17), ("main_y", 17), ("c_x", 17), ("c_y", 17), ("shoulder", 5)]
+    rng.random((1, policy.NUM_UNIFORMS), dtype=np.float32)  # the warm-up step's draw
+    made, expected = [], []
+    for frame_logits, decision in zip(logits, decisions, strict=True):
+        uniforms = rng.random((1, policy.NUM_UNIFORMS), dtype=np.float32)
+        made.append(features.discretise_controller(agent.encode_controller_state(decision)[0]))
+        expected.append(
+            {
+                head: ops.convert_to_numpy(policy.draw(head, z[None], uniforms, temperature))[0]
+                for head, z in frame_logits.items()
+            }
         )
-    },
-}
-# A draw this unlikely under the right distribution fails the test: with a fixed seed the test
-# is deterministic, and the bound keeps it from being tuned to that seed.
-FALSE_ALARM = 1e-6
+    return made, expected
 
 
-def _draw(temperature, seed, n=DRAWS):
-    rng = np.random.default_rng(seed)
-    pressed = np.empty((n, len(LOGITS["buttons"])), bool)
-    classes = {head: np.empty(n, np.int64) for head in agent.CATEGORICAL_HEADS}
-    for i in range(n):
-        pressed[i], drawn = agent.sample(LOGITS, temperature, rng)
-        for head, c in drawn.items():
-            classes[head][i] = c
-    return pressed, classes
-
-
-def _softmax(x):
-    z = np.exp(x - x.max())
-    return z / z.sum()
-
-
-def _chi_square(counts, expected):
-    """Pearson's statistic and degrees of freedom, bins with under 5 expected draws pooled
-    (the chi-square approximation needs about 5 per bin)."""
-    small = expected < 5
-    if small.any():
-        counts = np.append(counts[~small], counts[small].sum())
-        expected = np.append(expected[~small], expected[small].sum())
-    return float(((counts - expected) ** 2 / expected).sum()), len(expected) - 1
-
-
-def _rejects(classes, head, temperature) -> bool:
-    from scipy.stats import chi2
-
-    n = len(classes)
-    counts = np.bincount(classes, minlength=len(LOGITS[head])).astype(np.float64)
-    expected = n * _softmax(LOGITS[head].astype(np.float64) / temperature)
-    statistic, dof = _chi_square(counts, expected)
-    return statistic > chi2.isf(FALSE_ALARM, dof)
-
-
-def _buttons_reject(pressed, temperature) -> bool:
-    """The 8 buttons are independent Bernoulli draws: sum over buttons of
-    (count - n p)^2 / (n p (1 - p)) is chi-square with 8 degrees of freedom."""
-    from scipy.stats import chi2
-
-    n = len(pressed)
-    p = 1.0 / (1.0 + np.exp(-LOGITS["buttons"].astype(np.float64) / temperature))
-    statistic = (((pressed.sum(0) - n * p) ** 2) / (n * p * (1 - p))).sum()
-    return statistic > chi2.isf(FALSE_ALARM, len(p))
-
-
-@pytest.mark.parametrize("temperature", [0.5, 1.0, 2.0])
-def test_sampling_frequencies_follow_the_tempered_softmax(temperature):
-    """Over 20,000 draws, each head's class counts pass Pearson's chi-square test against
-    softmax(logits / T) (buttons: sigmoid(logit / T)) at a false-alarm rate of 1e-6 per head.
-
-    The bound bites: the same draws are rejected against the distribution at 0.8 T and 1.25 T
-    (and at T = 1 for T != 1). With n draws, the statistic against a wrong distribution q grows
-    like n * sum((p - q)^2 / q) (the noncentrality): for these logits and temperatures a 20-25%
-    temperature error gives 5-120 per 1,000 draws depending on the head, so 100-2,400 over
-    20,000, against rejection thresholds of 58 (16 degrees of freedom, a stick) and 33 (4, the
-    shoulder): every head alone tells the wrong temperature, and the right one passes.
-    """
-    pressed, classes = _draw(temperature, seed=0)
-    assert not _buttons_reject(pressed, temperature)
-    for head in agent.CATEGORICAL_HEADS:
-        assert not _rejects(classes[head], head, temperature), head
-    wrong = [0.8 * temperature, 1.25 * temperature] + ([1.0] if temperature != 1.0 else [])
-    for other in wrong:
-        assert _buttons_reject(pressed, other), f"buttons: T={other} not told from T={temperature}"
+def test_the_agent_draws_with_its_temperature_and_seed(gru):
+    """Each decision is `policy.draw` (whose frequencies tests/models/test_autoregressive.py
+    checks) of that frame's logits, from the uniforms of a generator seeded with the agent's
+    seed, at the agent's temperature: so it neither ignores its temperature nor its seed."""
+    made, expected = agent_draws(gru, temperature=0.7, seed=11)
+    for t, (chose, drawn) in enumerate(zip(made, expected, strict=True)):
+        np.testing.assert_array_equal(chose["buttons"] > 0.5, drawn["buttons"] > 0.5, f"frame {t}")
         for head in agent.CATEGORICAL_HEADS:
-            assert _rejects(classes[head], head, other), f"{head}: T={other} vs {temperature}"
-
-
-def test_a_temperature_near_zero_gives_the_argmax_and_zero_is_greedy():
-    pressed, classes = _draw(1e-3, seed=0, n=500)
-    assert (pressed == (LOGITS["buttons"] > 0)).all()
-    for head in agent.CATEGORICAL_HEADS:
-        assert (classes[head] == np.argmax(LOGITS[head])).all(), head
-    rng = np.random.default_rng(0)
-    before = rng.bit_generator.state
-    greedy_pressed, greedy = agent.sample(LOGITS, 0.0, rng)
-    assert rng.bit_generator.state == before  # greedy draws nothing
-    np.testing.assert_array_equal(greedy_pressed, LOGITS["buttons"] > 0)
-    assert greedy == {h: int(np.argmax(LOGITS[h])) for h in agent.CATEGORICAL_HEADS}
-
-
-def test_one_seed_repeats_and_two_seeds_differ():
-    """Two independent draws of a head differ with probability 1 - sum(p^2); two seeds must
-    disagree at least half that often over 200 draws (one seed: never)."""
-    first, again, other = (_draw(1.0, seed, n=200) for seed in (1, 1, 2))
-    np.testing.assert_array_equal(first[0], again[0])
-    assert (first[0] != other[0]).any()
-    for head in agent.CATEGORICAL_HEADS:
-        np.testing.assert_array_equal(first[1][head], again[1][head])
-        p = _softmax(LOGITS[head].astype(np.float64))
-        assert (first[1][head] != other[1][head]).mean() > 0.5 * (1 - (p**2).sum()), head
+            assert int(chose[head]) == int(drawn[head]), f"frame {t}, {head}"
+    greedy, _ = agent_draws(gru, temperature=0.0, seed=11)
+    other, _ = agent_draws(gru, temperature=0.7, seed=12)
+    heads = agent.CATEGORICAL_HEADS
+    # The real logits at 0.7 do draw off the argmax now and then, and another seed draws apart.
+    assert any(int(s[h]) != int(g[h]) for s, g in zip(made, greedy, strict=True) for h in heads)
+    assert any(int(s[h]) != int(o[h]) for s, o in zip(made, other, strict=True) for h in heads)
 
 
 def test_cli_play_replay_prints_latency_and_agreement(tmp_path):
@@ -332,11 +238,11 @@ class _PausedOnce:
     def initial_state(self, batch):
         return self.model.initial_state(batch)
 
-    def step(self, inputs, state):
+    def sample_step(self, *args):
         self.calls += 1
         if self.calls == 30:
             time.sleep(features.FRAME_BUDGET_MS / 1e3 + 0.01)
-        return self.model.step(inputs, state)
+        return self.model.sample_step(*args)
 
 
 def test_play_replay_reports_each_frame_over_budget(gru):
@@ -348,3 +254,92 @@ def test_play_replay_reports_each_frame_over_budget(gru):
     assert paused["wall_ms"] > features.FRAME_BUDGET_MS + 5
     assert paused["cpu_ms"] < paused["wall_ms"] - 5  # sleeping is not computing
     assert "over budget: frame" in agent.format_play_report(result)
+
+
+class _Recording:
+    """A policy that keeps the inputs the agent feeds it, frame by frame."""
+
+    def __init__(self, model):
+        self.model, self.fed = model, []
+
+    def initial_state(self, batch):
+        return self.model.initial_state(batch)
+
+    def sample_step(self, inputs, *args):
+        self.fed.append(inputs)
+        return self.model.sample_step(inputs, *args)
+
+
+def delayed_agent_inputs(model, frame_delay, action_delay, online_delay=0):
+    """{frame seen: (inputs fed, frame decided for)} over SHORT, and the agent's decisions."""
+    recording = _Recording(model)
+    delays = dict(frame_delay=frame_delay, action_delay=action_delay, online_delay=online_delay)
+    player = agent.Agent(recording, 1, 2, **delays)
+    recording.fed.clear()  # the warm-up step
+    fed, decisions = {}, {}
+    for gamestate, _ in gamestates(REPLAYS / SHORT):
+        decisions[int(gamestate.frame)] = player.act(gamestate)
+        if player.decided_for is not None:
+            fed[int(gamestate.frame)] = (recording.fed[-1], player.decided_for)
+    assert len(recording.fed) == len(fed)  # the policy decides only when it has a frame that old
+    return fed, decisions
+
+
+def assert_inputs_equal(served: dict, trained: dict, skip=()):
+    for key, expected in trained.items():
+        if key in skip:
+            continue
+        actual = np.asarray(served[key], np.float64).reshape(len(expected), -1)
+        expected = np.asarray(expected, np.float64).reshape(len(expected), -1)
+        keep = np.setdiff1d(np.arange(actual.shape[1]), lossy_columns(key))
+        np.testing.assert_allclose(actual[:, keep], expected[:, keep], atol=TOLERANCE, err_msg=key)
+
+
+@pytest.mark.parametrize("frame_delay, action_delay", [(0, 1), (4, 1), (3, 2)])
+def test_a_delayed_agent_feeds_the_rows_it_was_trained_on(gru, frame_delay, action_delay):
+    """The agent's inputs on seeing frame t are read_replay's row t at the same delays: the game
+    at t - frame_delay, the input at t; its decision is for t + action_delay."""
+    fed, _ = delayed_agent_inputs(gru, frame_delay, action_delay)
+    replay = features.read_replay(REPLAYS / SHORT, action_delay, frame_delay)
+    view = next(v for v in replay.perspectives if v.port == 0)
+    last = int(view.frame_ids[-1])  # the last row; the agent decides on to the end of the game
+    assert sorted(fed) == [*map(int, view.frame_ids), *range(last + 1, last + action_delay + 1)]
+    for t, frame in enumerate(view.frame_ids):
+        inputs, decided_for = fed[int(frame)]
+        assert decided_for == frame + action_delay
+        assert_inputs_equal(inputs, {k: v[t : t + 1] for k, v in view.inputs.items()})
+
+
+def test_online_delay_stands_in_for_the_agents_own_frame_delay(gru):
+    """Under Slippi's online delay d the agent buffers frame_delay - d frames: on seeing frame n
+    it feeds the game of row n + d, and as the previous input the decision it made for n + d."""
+    frame_delay, action_delay, online = 4, 2, 3
+    fed, decisions = delayed_agent_inputs(gru, frame_delay, action_delay, online)
+    replay = features.read_replay(REPLAYS / SHORT, action_delay, frame_delay)
+    view = next(v for v in replay.perspectives if v.port == 0)
+    rows = {int(f): t for t, f in enumerate(view.frame_ids)}
+    checked = 0
+    for n, (inputs, decided_for) in fed.items():
+        assert decided_for == n + online + action_delay
+        t = rows.get(n + online)
+        if t is None:  # past the replay's last row
+            continue
+        assert_inputs_equal(
+            inputs, {k: v[t : t + 1] for k, v in view.inputs.items()}, {"prev_input"}
+        )
+        in_flight = decisions.get(n - action_delay, melee.ControllerState())
+        np.testing.assert_array_equal(
+            inputs["prev_input"], agent.encode_controller_state(in_flight)
+        )
+        checked += 1
+    assert checked > 100
+    with pytest.raises(ValueError, match="online delay of 3"):
+        agent.Agent(gru, 1, 2, frame_delay=2, online_delay=3)
+
+
+def test_play_replay_compares_each_decision_with_the_frame_it_is_for(gru):
+    result = agent.play_replay(gru, REPLAYS / SHORT, frame_delay=3, action_delay=2)
+    playable = features.read_replay(REPLAYS / SHORT).num_frames
+    assert result["frames"] == playable - 3  # no decision before the game is 3 frames old
+    assert result["compared_frames"] == result["frames"] - 2  # the last two are for no frame
+    assert "input 2 frames ahead" in agent.format_play_report(result)

@@ -82,6 +82,14 @@ class TrainConfig:
     num_layers: int = option(2, "--num-layers", int, "backbone layers", low=1)
     state_size: int = option(16, "--state-size", int, "Mamba state size", low=1)
     expand: int = option(2, "--expand", int, "Mamba inner width per hidden unit", low=1)
+    heads: str = option(
+        "independent",
+        "--heads",
+        str,
+        "controller heads: each on its own, or each conditioned on the heads before it "
+        "(teacher-forced in training, drawn in turn when playing)",
+        choices=architectures.HEADS,
+    )
     epochs: int = option(
         1,
         "--epochs",

@@ -52,6 +52,7 @@ def last_position_figures(model, validation: tf.data.Dataset, markov: baselines.
     for inputs, targets in tfds.as_numpy(validation.batch(1024)):
         # `predict`, not `predict_on_batch`: under tf.distribute the latter returns every
         # replica's copy of the batch.
-        logits = model.predict(inputs, batch_size=len(inputs["prev_input"]), verbose=0)
+        scored = model.with_targets(inputs, targets)  # autoregressive heads: teacher-forced
+        logits = model.predict(scored, batch_size=len(inputs["prev_input"]), verbose=0)
         last_frames.add(inputs, targets, logits)
     return last_frames.result(markov)
