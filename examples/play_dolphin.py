@@ -9,8 +9,8 @@ is not run in CI. Ctrl-C stops Dolphin.
 The bot plays at the delays its preset was trained with. On netplay (--connect-code), Slippi's
 online delay (--online-delay, frames) holds the bot's inputs back, which counts towards the
 preset's frame delay: the agent buffers the rest itself, so the preset's frame_delay must be at
-least the online delay (a netplay preset, e.g. one trained with --frame-delay 2 for the default
-of 2).
+least the online delay. A preset trained over a range of delays (`exphil train --frame-delay
+0-18`) plays at the least one in its range that the online delay allows.
 """
 
 import argparse
@@ -60,7 +60,7 @@ def main():
         args.port,
         args.opponent_port,
         temperature=args.temperature,
-        frame_delay=metadata["frame_delay"],
+        frame_delay=agent.playing_delay(metadata["frame_delay"], online_delay=args.online_delay),
         action_delay=metadata["action_delay"],
         online_delay=args.online_delay,
     )

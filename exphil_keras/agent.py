@@ -371,9 +371,25 @@ def play_replay(model, replay_path, port=None, frame_delay=0, action_delay=1) ->
     }
 
 
-def play_preset(name_or_path, replay_path, port=None) -> dict:
-    """`play_replay` with a preset at the delays it was trained with, refusing, before any work,
-    a replay that is broken, not a 2-player game or older than libmelee can read."""
+def playing_delay(trained, requested=None, online_delay=0) -> int:
+    """The frame delay to play a policy trained at `trained` (a delay, or a range drawn per
+    window) at: `requested`, or the least one that Slippi's online delay allows. A ValueError
+    for a delay the policy was not trained at."""
+    low, high = features.delay_range(trained)
+    delay = max(low, online_delay) if requested is None else requested
+    if not low <= delay <= high:
+        trained_at = f"{low}" if low == high else f"{low}-{high}"
+        raise ValueError(
+            f"the policy was trained at frame delay {trained_at}; it cannot play at {delay}"
+            + (f" (Slippi's online delay {online_delay})" if online_delay else "")
+        )
+    return delay
+
+
+def play_preset(name_or_path, replay_path, port=None, frame_delay=None) -> dict:
+    """`play_replay` with a preset at the delays it was trained with (`frame_delay`, for one
+    trained on a range), refusing, before any work, a replay that is broken, not a 2-player
+    game or older than libmelee can read."""
     try:
         version = features.probe_replay(replay_path)
     except features.ReplaySkipped as skipped:
@@ -384,10 +400,9 @@ def play_preset(name_or_path, replay_path, port=None) -> dict:
             f"Slippi {'.'.join(map(str, READABLE_SINCE))} on"
         )
     metadata = zoo.info(name_or_path)
+    delay = playing_delay(metadata["frame_delay"], frame_delay)
     model = zoo.load(name_or_path, compile=False)
-    result = play_replay(
-        model, replay_path, port, metadata["frame_delay"], metadata["action_delay"]
-    )
+    result = play_replay(model, replay_path, port, delay, metadata["action_delay"])
     return {"model": str(name_or_path), **result}
 
 

@@ -139,6 +139,11 @@ def _eval_parser(commands):
         choices=["all", "train", "validation", "test"],
         help="only the games of this dataset split (by sha256; default: all)",
     )
+    parser.add_argument(
+        "--frame-delay",
+        type=int,
+        help="score at this frame delay (default: the preset's; a range's lowest)",
+    )
     _json_flag(parser)
     parser.add_argument("--batch-size", type=int, default=256)
     _backend_flag(parser)
@@ -149,7 +154,9 @@ def _eval(args) -> int:
     from exphil_keras import evaluate
 
     _writable_file(args.json, "--json")
-    result = evaluate.evaluate_preset(args.model, args.replays, args.batch_size, args.split)
+    result = evaluate.evaluate_preset(
+        args.model, args.replays, args.batch_size, args.split, args.frame_delay
+    )
     print(evaluate.format_result(result))
     if args.json:
         _write_json(args.json, result)
@@ -171,6 +178,12 @@ def _play_replay_parser(commands):
     parser.add_argument(
         "--port", type=int, help="libmelee port (1-4) the agent plays (default: the first human)"
     )
+    parser.add_argument(
+        "--frame-delay",
+        type=int,
+        help="for a preset trained on a range of frame delays: the one to play at (default: "
+        "the range's lowest)",
+    )
     _json_flag(parser)
     _backend_flag(parser)
     parser.set_defaults(run=_play_replay)
@@ -183,7 +196,7 @@ def _play_replay(args) -> int:
         os.environ.setdefault(name, value)
     _writable_file(args.json, "--json")
     agent = _extra("exphil_keras.agent", "play")
-    result = agent.play_preset(args.model, args.replay, args.port)
+    result = agent.play_preset(args.model, args.replay, args.port, args.frame_delay)
     print(agent.format_play_report(result))
     if args.json:
         _write_json(args.json, result)

@@ -75,16 +75,26 @@ def evaluate(
     return last_frames.result(markov)
 
 
-def evaluate_preset(name_or_path, replays, batch_size: int = 256, split: str = "all") -> dict:
+def evaluate_preset(
+    name_or_path, replays, batch_size: int = 256, split: str = "all", frame_delay=None
+) -> dict:
+    """`evaluate` at the preset's frame delay (a range's lowest), or at `frame_delay` (any: how a
+    policy degrades off its training delay is worth seeing)."""
     model = zoo.load(name_or_path, compile=False)
     metadata, markov = zoo.info(name_or_path), zoo.markov1(name_or_path)
-    return evaluate(model, replays, metadata, batch_size, split, markov)
+    if frame_delay is None:
+        frame_delay = features.delay_range(metadata["frame_delay"])[0]
+    metadata = {**metadata, "frame_delay": features.delay_range(frame_delay)[0]}
+    result = evaluate(model, replays, metadata, batch_size, split, markov)
+    return {"frame_delay": metadata["frame_delay"], **result}
 
 
 def format_result(result: dict) -> str:
     repeat = result["baselines"]["repeat_previous"]
     lines = [
-        f"seed-comparable loss (last position) {result['loss']:.4f}, {result['frames']} frames",
+        f"seed-comparable loss (last position) {result['loss']:.4f}"
+        + (f" at frame delay {result['frame_delay']}" if "frame_delay" in result else "")
+        + f", {result['frames']} frames",
         f"{'head':<9} {'nll':>7} {'acc':>7} {'repeat-previous acc':>20}",
         *(
             f"{h:<9} {v['nll']:>7.4f} {v['acc']:>7.4f} {repeat[h]['acc']:>20.4f}"

@@ -446,6 +446,27 @@ def perspective(game: Game, ego: int, action_delay: int = 1, frame_delay: int = 
     )
 
 
+def delay_range(frame_delay) -> tuple[int, int]:
+    """A frame delay as (low, high): a delay d is (d, d); a range (low, high), a delay drawn per
+    window (ExPhil's --online-robust), as given. ValueError unless 0 <= low <= high."""
+    fixed = isinstance(frame_delay, int | np.integer)
+    low, high = (frame_delay, frame_delay) if fixed else frame_delay
+    if not 0 <= low <= high:
+        raise ValueError(f"frame delay {frame_delay}: needs 0 <= delay (low <= high for a range)")
+    return int(low), int(high)
+
+
+def frame_delays(text: str) -> int | tuple[int, int]:
+    """A frame delay as written on the command line: "18" -> 18, "0-18" -> (0, 18)."""
+    low, _, high = text.partition("-")
+    try:
+        low, high = delay_range((int(low), int(high or low)))
+    except ValueError:
+        message = f"frame delay {text!r}: a number of frames 0 or more, or LOW-HIGH"
+        raise ValueError(message) from None
+    return low if low == high else (low, high)
+
+
 def usable_frames(num_frames: int, action_delay: int, frame_delay: int) -> int:
     """Rows of a perspective of a game of `num_frames` frames: those with a state and a target."""
     return max(num_frames - frame_delay - action_delay, 0)

@@ -310,6 +310,17 @@ def test_a_delayed_agent_feeds_the_rows_it_was_trained_on(gru, frame_delay, acti
         assert_inputs_equal(inputs, {k: v[t : t + 1] for k, v in view.inputs.items()})
 
 
+def test_a_policy_plays_only_at_a_delay_it_was_trained_at():
+    assert agent.playing_delay(18) == 18
+    assert agent.playing_delay([0, 18]) == 0  # a range: the least delay, the quickest reactions
+    assert agent.playing_delay([0, 18], online_delay=2) == 2
+    assert agent.playing_delay([0, 18], requested=12) == 12
+    with pytest.raises(ValueError, match="trained at frame delay 18; it cannot play at 6"):
+        agent.playing_delay(18, requested=6)
+    with pytest.raises(ValueError, match="trained at frame delay 0-18; it cannot play at 20"):
+        agent.playing_delay([0, 18], online_delay=20)
+
+
 def test_online_delay_stands_in_for_the_agents_own_frame_delay(gru):
     """Under Slippi's online delay d the agent buffers frame_delay - d frames: on seeing frame n
     it feeds the game of row n + d, and as the previous input the decision it made for n + d."""

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from shared_data import BAD_REPLAYS, REPLAYS
 
-from exphil_keras import train
+from exphil_keras import features, train
 from exphil_keras.datasets.slippi_windows import build
 
 DUMMY = Path(train.__file__).resolve().parent / "datasets" / "slippi_windows" / "dummy_data"
@@ -48,6 +48,25 @@ def test_bad_flags_are_refused_before_any_work(flags, message, tmp_path):
     with pytest.raises(ValueError, match=re.escape(message)):
         train.TrainConfig.from_args(_parse(["train", *args]))
     assert not (tmp_path / "run").exists()
+
+
+def test_a_frame_delay_range_is_trained_on_its_own_read_time_view(tmp_path):
+    """`--frame-delay 0-18` reads windows with a delay drawn per window from 0 to 18 (the
+    dataset's view), and bench's subprocess flags write it back the same way."""
+    from exphil_keras.datasets import slippi_windows
+
+    args = ["--replays", str(tmp_path), "--frame-delay", "0-18"]
+    config = train.TrainConfig.from_args(_parse(["train", *args]))
+    assert config.frame_delay == (0, 18)
+    assert config.flags(["frame_delay"]) == ["--frame-delay", "0-18"]
+    view = slippi_windows.config_for(60, 1, config.frame_delay)
+    assert (view.name, view.view.delays) == ("w60_a1_f0-18", (0, 18))
+    fixed = train.TrainConfig.from_args(_parse(["train", *args[:2], "--frame-delay", "18"]))
+    assert fixed.frame_delay == 18 and slippi_windows.config_for(60, 1, 18).name == "w60_a1_f18"
+    assert features.frame_delays("6-6") == 6
+    for bad in ("18-0", "-3", "x"):
+        with pytest.raises(SystemExit):
+            _parse(["train", *args[:2], "--frame-delay", bad])
 
 
 def test_a_bad_flag_is_one_line_and_exit_2(tmp_path):

@@ -106,6 +106,21 @@ def test_eval_by_default_scores_every_game_of_the_folder(tmp_path):
     assert "default: all" in exphil("eval", "--help").stdout
 
 
+def test_eval_scores_at_the_frame_delay_asked(tmp_path):
+    """`--frame-delay 9`: the windows of the game seen 9 frames late (fewer rows per game)."""
+    window, out = zoo.info("mlp_quick")["window"], tmp_path / "eval.json"
+    expected = 0
+    for path in sorted(DUMMY.glob("*.slp")):
+        for view in features.read_replay(path, frame_delay=9, min_frames=window).perspectives:
+            expected += len(features.window_starts(view.num_frames, window, window // 2))
+    args = ["--model", "mlp_quick", "--replays", str(DUMMY), "--frame-delay", "9"]
+    done = exphil("eval", *args, "--json", str(out))
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(out.read_text())
+    assert (result["frame_delay"], result["frames"]) == (9, expected)
+    assert "at frame delay 9" in done.stdout.splitlines()[0]
+
+
 # --- exphil zoo -----------------------------------------------------------------------------
 
 

@@ -8,7 +8,7 @@ import argparse
 import dataclasses
 import math
 
-from exphil_keras import architectures, distribution
+from exphil_keras import architectures, distribution, features
 
 # ExPhil's training recipes (its `--preset` flag, DESIGN.md); explicit flags override them.
 RECIPES = {
@@ -36,6 +36,14 @@ def option(default, flag, kind, help, choices=None, low=None, above=None, below=
     `below` bounds it must stay strictly beyond (all checked by `TrainConfig.check`)."""
     spec = dict(flag=flag, kind=kind, help=help, choices=choices, low=low, above=above, below=below)
     return dataclasses.field(default=default, metadata=spec)
+
+
+def _frame_delays(text: str) -> int | tuple[int, int]:
+    """--frame-delay's type: a bad value is argparse's one-line error, naming the flag."""
+    try:
+        return features.frame_delays(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 @dataclasses.dataclass
@@ -140,8 +148,12 @@ class TrainConfig:
     action_delay: int = option(
         1, "--action-delay", int, "predict the input this many frames ahead", low=1
     )
-    frame_delay: int = option(
-        0, "--frame-delay", int, "see the game state this many frames late", low=0
+    frame_delay: int | tuple[int, int] = option(
+        0,
+        "--frame-delay",
+        _frame_delays,
+        "see the game state this many frames late, or LOW-HIGH: a delay drawn per window "
+        "(ExPhil's --online-robust 0-18), for a policy that plays at any delay in the range",
     )
     max_files: int | None = option(
         None,
@@ -199,6 +211,7 @@ class TrainConfig:
                 raise ValueError(f"{flag} {value}: must be above {spec['above']}")
             if spec["below"] is not None and value >= spec["below"]:
                 raise ValueError(f"{flag} {value}: must be below {spec['below']}")
+        features.delay_range(self.frame_delay)  # a ValueError for a delay below 0
         return self
 
     def flags(self, names) -> list[str]:
@@ -207,7 +220,9 @@ class TrainConfig:
         out = []
         for name in names:
             value = getattr(self, name)
-            if value is not None:
+            if isinstance(value, tuple | list):  # a frame delay range
+                out += [specs[name]["flag"], "-".join(map(str, value))]
+            elif value is not None:
                 out += [specs[name]["flag"], str(value)]
         return out
 

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import tensorflow_datasets as tfds
 
+from exphil_keras import features
 from exphil_keras.datasets.slippi_windows.report import BuildReport
 from exphil_keras.datasets.slippi_windows.slippi_windows_dataset_builder import (
     Builder,
@@ -24,16 +25,18 @@ LOCK = "build.lock"
 INCOMPLETE = "incomplete."  # TFDS's prefix for a folder being written
 
 
-def config_for(window: int = 60, action_delay: int = 1, frame_delay: int = 0):
-    """The shipped config's name (w30, w60, w90 with default delays), else a custom config.
-    Configs are read-time views: they all read the same stored games."""
-    if (action_delay, frame_delay) == (1, 0) and window in (30, 60, 90):
+def config_for(window: int = 60, action_delay: int = 1, frame_delay: int | tuple = 0):
+    """The shipped config's name (w30, w60, w90 with default delays), else a custom config
+    (`frame_delay` an int, or a range (low, high) drawn per window). Configs are read-time
+    views: they all read the same stored games."""
+    low, high = features.delay_range(frame_delay)
+    if (action_delay, high) == (1, 0) and window in (30, 60, 90):
         return f"w{window}"
     return SlippiWindowsConfig(
-        name=f"w{window}_a{action_delay}_f{frame_delay}",
+        name=f"w{window}_a{action_delay}_f{low}" + (f"-{high}" if high > low else ""),
         window=window,
         action_delay=action_delay,
-        frame_delay=frame_delay,
+        frame_delay=low if low == high else (low, high),
     )
 
 

@@ -31,8 +31,8 @@ class View:
     include_cpu_egos: bool = False
 
     def __post_init__(self):
-        low, high = self.delays
-        if self.window < 1 or self.step < 1 or self.action_delay < 0 or not 0 <= low <= high:
+        self.delays  # noqa: B018 (a ValueError for a bad delay)
+        if self.window < 1 or self.step < 1 or self.action_delay < 0:
             raise ValueError(f"a window view needs window, stride >= 1 and delays >= 0: {self}")
 
     @property
@@ -41,8 +41,7 @@ class View:
 
     @property
     def delays(self) -> tuple[int, int]:
-        delay = self.frame_delay
-        return (delay, delay) if isinstance(delay, int) else (int(delay[0]), int(delay[1]))
+        return features.delay_range(self.frame_delay)
 
     def starts(self, num_frames: int) -> range:
         """Window starts, as rows of the perspective read with the largest frame delay (so
