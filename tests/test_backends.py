@@ -23,15 +23,22 @@ OTHER_BACKENDS = ["jax", "torch"]
 TIMEOUT = 3600
 
 _ONNX = "tests/models/test_export.py::test_onnx_serve_and_step_equal_keras"
+_ONNX_DRAWS = "tests/models/test_export.py::test_onnx_step_draws_what_keras_draws"
+_SAVEDMODEL_DRAWS = "tests/models/test_export.py::test_savedmodel_step_draws_what_keras_draws"
 _SAVEDMODEL = (
     "tests/models/test_export.py::test_savedmodel_serve_equals_keras_and_60_steps_equal_serve"
 )
 # Node id prefix (parameters follow in brackets) -> the skip reason it must give, per backend.
 SKIPS = {
-    "jax": {_ONNX: "ONNX is converted from TensorFlow's graph"},
+    "jax": {
+        _ONNX: "ONNX is converted from TensorFlow's graph",
+        _ONNX_DRAWS: "ONNX is converted from TensorFlow's graph",
+    },
     "torch": {
         _ONNX: "ONNX is converted from TensorFlow's graph",
+        _ONNX_DRAWS: "ONNX is converted from TensorFlow's graph",
         _SAVEDMODEL: "SavedModel export: TF and JAX",
+        _SAVEDMODEL_DRAWS: "SavedModel export: TF and JAX",
     },
 }
 PYTEST = [sys.executable, "-m", "pytest", "tests/models", "-p", "no:cacheprovider"]

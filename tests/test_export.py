@@ -1,10 +1,11 @@
 """`exphil export` of shipped presets, as a user runs it, on a real game: the folder it writes,
 and every endpoint in it equal to the Keras model, head by head and frame by frame.
 
-The reference is the preset loaded here: `model(windows)` for `serve`, and `model.step` fed
-its own state, one frame at a time over the whole game, for `step`; the exported `step` is fed
-its own returned state the same way. Stale weights, a state not fed back, a swapped head or a
-wrong graph all change some head on some frame of a 388-frame game.
+The reference is the preset loaded here: `model(windows)` for `serve`, and `model.sample_step`
+fed its own state, one frame at a time over the whole game, for `step`, drawing at a temperature
+from seeded uniforms that the exported `step` gets too; the exported `step` is fed its own
+returned state the same way. Stale weights, a state not fed back, a swapped head, a draw that
+ignores its numbers or a wrong graph all change some head on some frame of a 388-frame game.
 """
 
 import subprocess
@@ -15,11 +16,12 @@ import keras
 import numpy as np
 import pytest
 
-from exphil_keras import export, features, zoo
+from exphil_keras import export, features, policy, zoo
 
 DUMMY = Path(features.__file__).resolve().parent / "datasets" / "slippi_windows" / "dummy_data"
 GAME = DUMMY / "hohav__test_replays_dash_back.slp"  # 388 frames
 TOLERANCE = 1e-4
+TEMPERATURE = 0.8  # every head drawn, so a wrong draw or a head swapped shows
 
 
 def exphil(*args, timeout=900):
@@ -41,26 +43,39 @@ def windows(game, window, count=4) -> dict:
     return {name: value[index] for name, value in game.items()}
 
 
-def keras_steps(model, game) -> list[dict]:
-    """`model.step` over every frame at batch 1, fed its own state: {head: [classes]} per frame."""
+def draws(game, seed=0) -> np.ndarray:
+    """The uniforms of every frame's draw, [T, 1, NUM_UNIFORMS]."""
+    frames = (len(game["stage"]), 1, policy.NUM_UNIFORMS)
+    return np.random.default_rng(seed).random(frames, dtype=np.float32)
+
+
+def keras_steps(model, game, uniforms) -> list[dict]:
+    """`model.sample_step` over every frame at batch 1, at TEMPERATURE, fed its own state:
+    {head: logits [classes], action_<head>: the drawn classes} per frame."""
     state, out = model.initial_state(1), []
     for t in range(len(game["stage"])):
-        logits, state = model.step({k: v[t : t + 1] for k, v in game.items()}, state)
-        out.append({head: keras.ops.convert_to_numpy(v)[0] for head, v in logits.items()})
+        frame = {k: v[t : t + 1] for k, v in game.items()}
+        action, logits, state = model.sample_step(frame, state, uniforms[t], TEMPERATURE)
+        step = {head: keras.ops.convert_to_numpy(v)[0] for head, v in logits.items()}
+        step |= {f"action_{h}": keras.ops.convert_to_numpy(v)[0] for h, v in action.items()}
+        out.append(step)
     return out
 
 
-def assert_steps_equal(run_step, model, game, expected):
-    """`run_step(frame, state) -> {head or next_state_i: array}` over the game, its state fed
-    back, equals `expected` (keras_steps) on every head and frame."""
+def assert_steps_equal(run_step, model, game, uniforms):
+    """`run_step(frame, uniforms, temperature, state) -> {head, action_<head> or next_state_i:
+    array}` over the game, its state fed back, equals `keras_steps` on every head's logits and
+    drawn action, frame by frame."""
+    expected = keras_steps(model, game, uniforms)
     state = export.initial_state(model, 1)
-    heads = set(expected[0])
+    keys = set(expected[0])
+    temperature = np.array(TEMPERATURE, np.float32)
     for t, want in enumerate(expected):
-        out = run_step({k: v[t : t + 1] for k, v in game.items()}, state)
-        assert set(out) == heads | {f"next_state_{i}" for i in range(len(state))}
-        for head in heads:
+        out = run_step({k: v[t : t + 1] for k, v in game.items()}, uniforms[t], temperature, state)
+        assert set(out) == keys | {f"next_state_{i}" for i in range(len(state))}
+        for key in keys:
             np.testing.assert_allclose(
-                out[head][0], want[head], atol=TOLERANCE, rtol=0, err_msg=f"{head}, frame {t}"
+                out[key][0], want[key], atol=TOLERANCE, rtol=0, err_msg=f"{key}, frame {t}"
             )
         state = [out[f"next_state_{i}"] for i in range(len(state))]
 
@@ -92,11 +107,12 @@ def test_exphil_export_savedmodel_serve_and_step_equal_the_model(preset, backend
             err_msg=head,
         )  # fmt: skip
 
-    def run_step(frame, state):
-        out = loaded.step({k: tf.constant(v) for k, v in frame.items()}, *map(tf.constant, state))
+    def run_step(frame, uniforms, temperature, state):
+        frame = {k: tf.constant(v) for k, v in frame.items()}
+        out = loaded.step(frame, uniforms, temperature, *map(tf.constant, state))
         return {k: v.numpy() for k, v in out.items()}
 
-    assert_steps_equal(run_step, model, game, keras_steps(model, game))
+    assert_steps_equal(run_step, model, game, draws(game))
 
 
 def test_exphil_export_onnx_serve_and_step_equal_the_model(game, tmp_path):
@@ -126,11 +142,12 @@ def test_exphil_export_onnx_serve_and_step_equal_the_model(game, tmp_path):
     names = [o.name for o in step.get_outputs()]
     assert len(export.initial_state(model, 1)) >= 4  # conv, SSM, keys, values (+ position)
 
-    def run_step(frame, state):
-        feed = frame | {f"state_{i}": s for i, s in enumerate(state)}
+    def run_step(frame, uniforms, temperature, state):
+        feed = frame | {"uniforms": uniforms, "temperature": temperature}
+        feed |= {f"state_{i}": s for i, s in enumerate(state)}
         return dict(zip(names, step.run(None, feed), strict=True))
 
-    assert_steps_equal(run_step, model, game, keras_steps(model, game))
+    assert_steps_equal(run_step, model, game, draws(game))
 
 
 def test_onnx_export_explains_that_it_needs_tensorflow(tmp_path):

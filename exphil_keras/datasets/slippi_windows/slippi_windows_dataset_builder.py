@@ -100,9 +100,9 @@ class Builder(tfds.core.GeneratorBasedBuilder):
         seed = None
         if shuffle_files:
             seed = (read_config.shuffle_seed if read_config else None) or 0
-        return windows.dataset(
-            self.games(split, shuffle_files, read_config), self.builder_config.view, seed
-        )
+        view = self.builder_config.view
+        stored = self.games(split, shuffle_files, read_config)
+        return windows.with_size(windows.dataset(stored, view, seed), self, split, view)
 
     def _download_and_prepare(self, dl_manager, download_config):
         self._beam = bool(download_config.beam_runner or download_config.beam_options)

@@ -209,10 +209,16 @@ def read(builder, split: str, view: View | None = None, seed: int | None = None,
         keep = tf.constant(sorted(games))
         stored = stored.filter(lambda game: tf.reduce_any(tf.equal(game["sha256"], keep)))
     view = view or builder.builder_config.view
-    ds = dataset(stored, view, seed)
-    used = builder.info.metadata.get("report", {}).get("games_used", {}).get(split)
-    if used is not None:  # a whole split: its size is known (Keras's fit and evaluate use it)
-        chosen = used if games is None else {sha: used[sha] for sha in games if sha in used}
-        count = sum(view.count(game["frames"], game["humans"]) for game in chosen.values())
-        ds = ds.apply(tf.data.experimental.assert_cardinality(count))
-    return ds
+    return with_size(dataset(stored, view, seed), builder, split, view, games)
+
+
+def with_size(ds, builder, split, view: View, games=None) -> tf.data.Dataset:
+    """`ds` with its number of windows when they are a whole split's (or its `games`'): Keras's
+    fit and evaluate then know each epoch's length."""
+    by_split = builder.info.metadata.get("report", {}).get("games_used", {})
+    used = by_split.get(split) if isinstance(split, str) else None  # not "train[:10%]"
+    if used is None:
+        return ds
+    chosen = used if games is None else {sha: used[sha] for sha in games if sha in used}
+    count = sum(view.count(game["frames"], game["humans"]) for game in chosen.values())
+    return ds.apply(tf.data.experimental.assert_cardinality(count))
