@@ -73,7 +73,7 @@ def test_a_killed_build_leaves_nothing_that_loads_and_the_next_build_cleans_up(t
     while not list(parent.glob("incomplete.*/*.tfrecord*")) and time.monotonic() < deadline:
         time.sleep(0.05)  # killed while writing its shards
     build_process.send_signal(signal.SIGKILL)
-    build_process.wait()
+    build_process.wait(timeout=60)
     assert list(parent.glob("incomplete.*"))
     assert not tfds.builder("slippi_windows", data_dir=data_dir).is_prepared()
     with pytest.raises(AssertionError, match="could not find data"):

@@ -154,7 +154,7 @@ def test_training_resumes_after_a_kill(data_dir, tmp_path):
     while not previous.exists() and run.poll() is None and time.time() < deadline:
         time.sleep(0.1)
     os.kill(run.pid, signal.SIGKILL)
-    assert run.wait() == -signal.SIGKILL, "the run ended before it could be interrupted"
+    assert run.wait(timeout=60) == -signal.SIGKILL, "the run ended before it could be interrupted"
     latest.write_bytes(latest.read_bytes()[: latest.stat().st_size // 2])  # a write cut short
     again = subprocess.run(command, capture_output=True, text=True, timeout=600)
     assert again.returncode == 0, again.stderr[-3000:]

@@ -7,11 +7,13 @@ import sys
 
 import keras
 import numpy as np
+import pytest
 from keras import ops
 
 from exphil_keras.policy import build_policy, example_batch
 
 BACKENDS = ["tensorflow", "jax", "torch"]
+TIMEOUT = 900  # seconds for the other backend to load and run every architecture
 
 # Run in a subprocess per other backend: load each weights file, write each model's outputs.
 LOAD_AND_RUN = """
@@ -50,7 +52,12 @@ def test_same_weights_same_outputs_on_every_backend(architectures, small, tmp_pa
         for backend in others
     }
     for backend, run in runs.items():
-        output = run.communicate()[0]
+        try:
+            output = run.communicate(timeout=TIMEOUT)[0]
+        except subprocess.TimeoutExpired:
+            run.kill()
+            output = run.communicate()[0]
+            pytest.fail(f"{backend} still running after {TIMEOUT} s:\n{output[-4000:]}")
         assert run.returncode == 0, f"{backend} failed:\n{output[-4000:]}"
         for name in architectures:
             actual = np.load(tmp_path / f"{name}.{backend}.npz")
