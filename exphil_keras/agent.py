@@ -240,10 +240,15 @@ class Agent:
         self._decisions.append(self.decision)
         return self.decision
 
+    def _due(self) -> melee.ControllerState:
+        """The decision for the coming frame: the one made action_delay - 1 frames ago, or a
+        neutral pad before there is one."""
+        full = len(self._decisions) == self._decisions.maxlen
+        return self._decisions[0] if full else melee.ControllerState()
+
     def _in_flight(self) -> np.ndarray:
         """The input decided for the frame the policy now stands at (online delay ahead)."""
-        full = len(self._decisions) == self._decisions.maxlen
-        return encode_controller_state(self._decisions[0] if full else melee.ControllerState())
+        return encode_controller_state(self._due())
 
     def _uniforms(self) -> np.ndarray:
         return self._rng.random((1, policy.NUM_UNIFORMS), dtype=np.float32)
@@ -268,8 +273,7 @@ class Agent:
     def press(self, controller: melee.Controller) -> None:
         """Apply the decision due next frame to a libmelee Controller (sent at the console's next
         step): the last one, or with action_delay A, the one made A - 1 frames ago."""
-        full = len(self._decisions) == self._decisions.maxlen
-        decision = self._decisions[0] if full else melee.ControllerState()
+        decision = self._due()
         for button in BUTTONS.values():
             if decision.button[button]:
                 controller.press_button(button)
