@@ -4,13 +4,20 @@ For each backend (TensorFlow, JAX) and backbone, `train_on_batch` on a random ba
 windows of 60 frames (`build_policy`'s Adam, `example_batch`): frames/s after warm-up and the
 peak memory of training. A plain PyTorch GRU of the same size (torch.nn.GRU and the same heads,
 Adam, its own forward/backward/step loop) runs in the same table, as the reference that says
-whether our models are slow or the machine is.
+whether our models are slow or the machine is. `--size production` gives every backbone the
+production recipe's size instead (hidden 256, 3 layers, state 32), the GPU row's size.
 
-Each run is its own subprocess, so its peak RSS is one model's training and no two backends share
-a process. The machine is usually shared: compare ratios within one table, not across tables.
+Each run is its own subprocess, so its peak memory is one model's training and no two backends
+share a process: the process's peak RSS on a CPU, the device allocator's peak on a GPU. The
+machine is usually shared: compare ratios within one table, not across tables. `--scan-rows`
+runs Mamba and Jamba once per block size of the selective scan ("whole": one block), which is how
+`ops/selective_scan.py`'s choice per backend and device is measured; `--scan-frames` likewise
+runs each chunk length of its backward.
 
     python bench/train_throughput.py            # both backends, all backbones (~5 min, 2 cores)
     python bench/train_throughput.py --backends jax --backbones gru mamba --steps 5
+    python bench/train_throughput.py --backends jax --size production --scan-rows whole 32
+    python bench/train_throughput.py --backends jax --size production --scan-frames whole 10
 """
 
 import argparse
@@ -21,6 +28,7 @@ import subprocess
 import sys
 
 from exphil_keras.timing import timings_ms
+from exphil_keras.training.config import RECIPES
 
 # hidden/layers per backbone for about 1 M policy parameters (the counts are printed).
 SIZES = {
@@ -32,6 +40,16 @@ SIZES = {
     "jamba": {"hidden_size": 272, "num_layers": 2, "state_size": 16},
 }
 TORCH_GRU = {"hidden_size": 256, "num_layers": 2}
+PRODUCTION = {k: RECIPES["production"][k] for k in ("hidden_size", "num_layers", "state_size")}
+SCANNING = ("mamba", "jamba")
+
+
+def size(backbone, args):
+    """The backbone's constructor sizes at `args.size` ("torch_gru": the plain GRU's)."""
+    if args.size == "production":
+        scanning = backbone in SCANNING
+        return {k: v for k, v in PRODUCTION.items() if scanning or k != "state_size"}
+    return TORCH_GRU if backbone == "torch_gru" else SIZES[backbone]
 
 
 def median_step(step, warmup, steps):
@@ -39,11 +57,22 @@ def median_step(step, warmup, steps):
     return timings_ms(step, steps, warmup)["median"] / 1e3
 
 
+def whole_or_int(text):
+    """A --scan-rows / --scan-frames value: "whole" is None (one block), else a count."""
+    return None if text == "whole" else int(text)
+
+
 def keras_run(backbone, args):
     """One backbone on the backend in KERAS_BACKEND: (parameters, seconds per step)."""
+    from exphil_keras.ops.selective_scan import BACKWARD_FRAMES, BACKWARD_ROWS, FORWARD_ROWS
     from exphil_keras.policy import build_policy, example_batch
 
-    model = build_policy(backbone, window=args.window, **SIZES[backbone])
+    key = (os.environ["KERAS_BACKEND"], device_kind())
+    if args.scan_rows != "default":
+        FORWARD_ROWS[key] = BACKWARD_ROWS[key] = whole_or_int(args.scan_rows)
+    if args.scan_frames != "default":
+        BACKWARD_FRAMES[key] = whole_or_int(args.scan_frames)
+    model = build_policy(backbone, window=args.window, **size(backbone, args))
     inputs, targets = example_batch(model, args.batch)
     seconds = median_step(lambda: model.train_on_batch(inputs, targets), args.warmup, args.steps)
     return model.count_params(), seconds
@@ -57,7 +86,9 @@ def torch_gru_run(args):
     from exphil_keras import features
     from exphil_keras.policy import EMBEDDING_WIDTHS, HEAD_HIDDEN_SIZE
 
-    hidden, layers = TORCH_GRU["hidden_size"], TORCH_GRU["num_layers"]
+    sizes = size("torch_gru", args)
+    hidden, layers = sizes["hidden_size"], sizes["num_layers"]
+    device = "cuda" if torch.cuda.is_available() else "cpu"
     kinds = {name: name.split("_")[-1] for name in features.CATEGORICAL_INPUTS}
 
     class Policy(nn.Module):
@@ -89,15 +120,20 @@ def torch_gru_run(args):
             return {head: layer(hidden_states) for head, layer in self.heads.items()}
 
     shape = (args.batch, args.window)
-    inputs = {name: torch.randn(shape + (w,)) for name, w in features.CONTINUOUS_INPUTS.items()}
-    inputs |= {name: torch.randint(0, 33, shape) for name in features.CATEGORICAL_INPUTS}
+    inputs = {
+        name: torch.randn(shape + (w,), device=device)
+        for name, w in features.CONTINUOUS_INPUTS.items()
+    }
+    inputs |= {
+        name: torch.randint(0, 33, shape, device=device) for name in features.CATEGORICAL_INPUTS
+    }
     targets = {
-        head: torch.randint(0, 2, shape + (classes,)).float()
+        head: torch.randint(0, 2, shape + (classes,), device=device).float()
         if head == "buttons"
-        else torch.randint(0, classes, shape)
+        else torch.randint(0, classes, shape, device=device)
         for head, classes in features.TARGETS.items()
     }
-    model = Policy()
+    model = Policy().to(device)
     optimizer = torch.optim.Adam(model.parameters(), 3e-4)
 
     def step():
@@ -111,9 +147,40 @@ def torch_gru_run(args):
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
+        if device == "cuda":
+            torch.cuda.synchronize()  # Keras's train_on_batch returns numbers: it waits too
 
     seconds = median_step(step, args.warmup, args.steps)
     return sum(p.numel() for p in model.parameters()), seconds
+
+
+def device_kind():
+    """ "gpu" when this process's backend (KERAS_BACKEND, or torch for the plain GRU) has one."""
+    if os.environ["KERAS_BACKEND"] == "torch":
+        import torch
+
+        return "gpu" if torch.cuda.is_available() else "cpu"
+    import keras
+
+    return keras.distribution.list_devices()[0].split(":")[0]
+
+
+def peak_bytes():
+    """Peak memory of this process's training: the GPU allocator's peak, else the peak RSS."""
+    backend, kind = os.environ["KERAS_BACKEND"], device_kind()
+    if kind == "gpu" and backend == "torch":
+        import torch
+
+        return torch.cuda.max_memory_allocated()
+    if kind == "gpu" and backend == "jax":
+        import jax
+
+        return jax.devices()[0].memory_stats()["peak_bytes_in_use"]
+    if kind == "gpu":
+        import tensorflow as tf
+
+        return tf.config.experimental.get_memory_info("GPU:0")["peak"]
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # kB on Linux
 
 
 def child(args):
@@ -122,64 +189,117 @@ def child(args):
         parameters, seconds = torch_gru_run(args)
     else:
         parameters, seconds = keras_run(args.child, args)
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # kB on Linux
-    print(json.dumps({"parameters": parameters, "seconds": seconds, "peak_bytes": peak}))
+    print(
+        json.dumps(
+            {
+                "parameters": parameters,
+                "seconds": seconds,
+                "peak_bytes": peak_bytes(),
+                "device": device_kind(),
+            }
+        )
+    )
 
 
-def measure(backend, backbone, args):
+def measure(backend, backbone, args, scan_rows="default", scan_frames="default"):
     """Runs `child` in a subprocess; its result dict, or None (the error is printed)."""
-    command = [sys.executable, __file__, "--child", backbone]
+    command = [sys.executable, __file__, "--child", backbone, "--size", args.size]
     command += ["--steps", str(args.steps), "--warmup", str(args.warmup)]
     command += ["--batch", str(args.batch), "--window", str(args.window)]
+    command += ["--scan-rows", scan_rows, "--scan-frames", scan_frames]
+    # On a GPU, JAX would otherwise take most of the device up front, hiding the real peak.
     env = dict(os.environ, KERAS_BACKEND=backend, TF_CPP_MIN_LOG_LEVEL="2")
-    done = subprocess.run(command, env=env, capture_output=True, text=True)
+    env |= {"XLA_PYTHON_CLIENT_PREALLOCATE": "false"}
+    try:
+        done = subprocess.run(
+            command, env=env, capture_output=True, text=True, timeout=args.timeout
+        )
+    except subprocess.TimeoutExpired:
+        print(f"{backend} {backbone} ran past {args.timeout} s", file=sys.stderr)
+        return None
     if done.returncode != 0:
         print(f"{backend} {backbone} failed:\n{done.stderr[-2000:]}", file=sys.stderr)
         return None
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    scan = f"scan rows {scan_rows}, frames {scan_frames}"
+    print(f"{backend} {backbone} ({scan}): {result}", file=sys.stderr, flush=True)
+    return result
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--backends", nargs="+", default=["tensorflow", "jax"])
     parser.add_argument("--backbones", nargs="+", default=list(SIZES), choices=list(SIZES))
+    parser.add_argument(
+        "--size",
+        choices=("equal", "production"),
+        default="equal",
+        help="equal: about 1 M parameters each (SIZES); production: the production recipe's",
+    )
+    parser.add_argument(
+        "--scan-rows",
+        nargs="+",
+        default=["default"],
+        help="Mamba/Jamba scan block sizes to run: default (the scan's own choice), whole, or N",
+    )
+    parser.add_argument(
+        "--scan-frames",
+        nargs="+",
+        default=["default"],
+        help="Mamba/Jamba backward chunk lengths to run (each with each --scan-rows): default, "
+        "whole, or N frames",
+    )
     parser.add_argument("--steps", type=int, default=3, help="timed steps (median reported)")
     parser.add_argument("--warmup", type=int, default=2, help="untimed steps first (compiling)")
     parser.add_argument("--batch", type=int, default=256)
     parser.add_argument("--window", type=int, default=60)
+    parser.add_argument("--timeout", type=float, default=900, help="seconds per run at most")
+    parser.add_argument("--json", help="also write every run's result to this file")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
+        args.scan_rows, args.scan_frames = args.scan_rows[0], args.scan_frames[0]
         return child(args)
 
     frames = args.batch * args.window
     runs = {("torch", "plain gru"): measure("torch", "torch_gru", args)}
     for backend in args.backends:
         for backbone in args.backbones:
-            runs[backend, backbone] = measure(backend, backbone, args)
+            scanning = backbone in SCANNING
+            for rows in args.scan_rows if scanning else ["default"]:
+                for chunk in args.scan_frames if scanning else ["default"]:
+                    label = backbone + (f" rows {rows}" if rows != "default" else "")
+                    label += f" frames {chunk}" if chunk != "default" else ""
+                    runs[backend, label] = measure(backend, backbone, args, rows, chunk)
     reference = runs["torch", "plain gru"]
+    if args.json:
+        with open(args.json, "w") as file:
+            json.dump({f"{b} {label}": run for (b, label), run in runs.items()}, file, indent=1)
 
-    print(f"\nbatch {args.batch} x {args.window} frames, median of {args.steps} steps")
-    print("backend    backbone        size    params  s/step  frames/s  peak GB  x torch GRU")
-    for (backend, backbone), run in runs.items():
-        size = "x".join(str(v) for v in (SIZES.get(backbone) or TORCH_GRU).values())
+    device = reference and reference["device"]
+    print(f"\nbatch {args.batch} x {args.window} frames, median of {args.steps} steps, {device}")
+    header = f"{'backend':10} {'backbone':30} {'size':>9} {'params':>9} {'s/step':>7}"
+    print(f"{header} {'frames/s':>9} {'peak GB':>8} {'x torch GRU':>12}")
+    for (backend, label), run in runs.items():
+        backbone = "torch_gru" if label == "plain gru" else label.split()[0]
+        sizes = "x".join(str(v) for v in size(backbone, args).values())
         if run is None:
-            print(f"{backend:10} {backbone:10} {size:>9} failed")
+            print(f"{backend:10} {label:30} {sizes:>9} failed")
             continue
         speed = reference and reference["seconds"] / run["seconds"]
         print(
-            f"{backend:10} {backbone:10} {size:>9} {run['parameters']:>9,} {run['seconds']:7.2f}"
+            f"{backend:10} {label:30} {sizes:>9} {run['parameters']:>9,} {run['seconds']:7.3f}"
             f" {frames / run['seconds']:9,.0f} {run['peak_bytes'] / 2**30:8.2f}"
             f" {speed or float('nan'):12.2f}"
         )
     print()
     for backend in args.backends:
         gru = runs.get((backend, "gru"))
-        for backbone in ("mamba", "jamba"):
-            run = runs.get((backend, backbone))
+        for label in [label for b, label in runs if b == backend and label.split()[0] in SCANNING]:
+            run = runs[backend, label]
             if gru and run:
                 print(
-                    f"{backend} {backbone}/gru: frames/s {gru['seconds'] / run['seconds']:.2f},"
+                    f"{backend} {label}/gru: frames/s {gru['seconds'] / run['seconds']:.2f},"
                     f" peak memory {run['peak_bytes'] / gru['peak_bytes']:.2f}"
                 )
         if gru and reference:

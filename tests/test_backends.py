@@ -5,9 +5,11 @@ skipped, deselected or never collected fails here, not only one that exits non-z
 
 The three subprocesses (the two runs and TensorFlow's collection) start together and overlap;
 each is killed at TIMEOUT. Each run's counts are recorded (`record_property`) and printed at the
-end of the session by tests/conftest.py, on success too.
+end of the session by tests/conftest.py, on success too. And the package on a machine with JAX
+and no TensorFlow.
 """
 
+import math
 import os
 import subprocess
 import sys
@@ -140,3 +142,25 @@ def test_model_tests_pass_on(backend, model_test_runs, tensorflow_tests, record_
     should_skip = {n for n in tensorflow_tests if expected_skip(backend, n) is not None}
     assert set(skipped) == should_skip, f"listed in SKIPS but passed: {should_skip - set(skipped)}"
     assert counts["passed"] == len(tensorflow_tests) - len(should_skip) > 0
+
+
+def test_the_package_trains_without_tensorflow_installed():
+    """A machine with JAX and no TensorFlow (a GPU box, a play-only install) imports the package
+    and trains a policy; only the TFDS builder needs TensorFlow."""
+    blocked = "tensorflow", "tensorflow_datasets", "tf2onnx"
+    program = "\n".join(
+        [
+            "import sys",
+            f"sys.modules.update(dict.fromkeys({blocked!r}))",  # None: ImportError on import
+            "import exphil_keras",
+            "from exphil_keras.policy import build_policy, example_batch",
+            "model = build_policy('mamba', window=8, hidden_size=16, num_layers=1, state_size=4)",
+            "print(model.train_on_batch(*example_batch(model, 2))[0])",
+        ]
+    )
+    env = dict(os.environ, KERAS_BACKEND="jax")
+    done = subprocess.run(
+        [sys.executable, "-c", program], env=env, capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert math.isfinite(float(done.stdout.split()[-1]))

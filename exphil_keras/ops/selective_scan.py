@@ -17,13 +17,28 @@ import keras
 import numpy as np
 from keras import ops
 
-# Batch rows per block, measured on a 2-core CPU with batch 256 x 60 frames (docs/ARCHITECTURES.md,
-# "Training throughput"); absent: the whole batch is one block. Torch, eager, would multiply its
-# per-op dispatch with small blocks (not measured; torch is outside that benchmark). TensorFlow's
-# forward is also in the exported graphs (SavedModel, ONNX), which cannot hold an XLA cluster and
-# where blocks would run op by op: one block there; its backward is compiled, in blocks.
-FORWARD_ROWS = {"jax": 2}
-BACKWARD_ROWS = {"jax": 2, "tensorflow": 2}
+# Batch rows per block by (backend, device kind), measured with batch 256 x 60 frames
+# (docs/ARCHITECTURES.md, "Training throughput"); absent: the whole batch is one block, which a
+# GPU runs in parallel. Torch, eager, would multiply its per-op dispatch with small blocks (not
+# measured). TensorFlow's forward is also in the exported graphs (SavedModel, ONNX), which cannot
+# hold an XLA cluster and where blocks would run op by op: one block there; its backward is
+# compiled, in blocks.
+FORWARD_ROWS = {("jax", "cpu"): 2}
+BACKWARD_ROWS = {("jax", "cpu"): 2, ("tensorflow", "cpu"): 2}
+# Frames per chunk of the backward (`_block_gradients`); absent: the whole window is one chunk.
+BACKWARD_FRAMES = {}
+
+
+def _rows(table):
+    """The table's entry for this backend on its device kind ("cpu" or "gpu"), or None."""
+    backend = keras.backend.backend()
+    if backend == "torch":
+        import torch
+
+        kind = "gpu" if torch.cuda.is_available() else "cpu"
+    else:
+        kind = keras.distribution.list_devices()[0].split(":")[0]
+    return table.get((backend, kind))
 
 
 def _scan(step, carry, frames, reverse=False):
@@ -80,28 +95,34 @@ def _decayed(A, delta_t, state):
     return ops.exp(delta_t[:, None, :] * A) * state
 
 
+def _advanced(A, state, delta_t, x_t, B_t):
+    """h_t of h_{t-1} = `state` [rows, N, E]: exp(dt_t A) h_{t-1} + x_t B_t."""
+    return _decayed(A, delta_t, state) + x_t[:, None, :] * B_t[:, :, None]
+
+
 def _block_outputs(A, delta, x, B, C):
     """y - D u of a block: delta, x = delta * u [T, rows, E], B, C [T, rows, N] -> [T, rows, E]."""
 
     def frame(state, inputs):
         delta_t, x_t, B_t, C_t = inputs
-        state = _decayed(A, delta_t, state) + x_t[:, None, :] * B_t[:, :, None]
+        state = _advanced(A, state, delta_t, x_t, B_t)
         return state, ops.einsum("bne,bn->be", state, C_t)
 
     zeros = ops.zeros((ops.shape(x)[1],) + tuple(ops.shape(A)), "float32")
     return _scan(frame, zeros, (delta, x, B, C))[1]
 
 
-def _block_gradients(A, delta, x, B, C, dy):
-    """dL/dx, dL/ddelta through the decay [T, rows, E], dL/dB, dL/dC [T, rows, N], dL/dA [N, E]."""
+def _chunk_gradients(A, start, carry, delta, x, B, C, dy):
+    """The adjoint over one chunk of frames [T, rows, ...] from its first state `start` and the
+    adjoint `carry` = (a_{t+1} g_{t+1}, dL/dA so far) coming from the later frames: returns the
+    carry at the chunk's start and dL/dx, dL/ddelta through the decay [T, rows, E], dL/dB,
+    dL/dC [T, rows, N]."""
 
     def frame(state, inputs):
-        delta_t, x_t, B_t = inputs
-        state = _decayed(A, delta_t, state) + x_t[:, None, :] * B_t[:, :, None]
+        state = _advanced(A, state, *inputs)
         return state, state
 
-    zeros = ops.zeros((ops.shape(x)[1],) + tuple(ops.shape(A)), "float32")
-    states = _scan(frame, zeros, (delta, x, B))[1]  # one block's h_t: a few MB
+    states = _scan(frame, start, (delta, x, B))[1]  # this chunk's h_t
 
     def adjoint(carry, inputs):
         later, d_A = carry  # later = a_{t+1} g_{t+1}
@@ -118,7 +139,43 @@ def _block_gradients(A, delta, x, B, C, dy):
         # dL/dA accumulates per row, elementwise: a sum over rows every frame costs more.
         return (_decayed(A, delta_t, g), d_A + through_a * delta_t[:, None, :]), outputs
 
-    (_, d_A), outputs = _scan(adjoint, (zeros, zeros), (states, delta, x, B, C, dy), reverse=True)
+    return _scan(adjoint, carry, (states, delta, x, B, C, dy), reverse=True)
+
+
+def _block_gradients(A, delta, x, B, C, dy, frames=None):
+    """dL/dx, dL/ddelta through the decay [T, rows, E], dL/dB, dL/dC [T, rows, N], dL/dA [N, E].
+
+    With `frames`, the window is cut into chunks of that many frames: a first loop keeps only
+    each chunk's first state, and the backward recomputes one chunk's states at a time, so a
+    block holds T / frames + frames states instead of T, for one more forward loop."""
+    zeros = ops.zeros((ops.shape(x)[1],) + tuple(ops.shape(A)), "float32")
+    tensors = (delta, x, B, C, dy)
+    if frames is None:
+        (_, d_A), outputs = _chunk_gradients(A, zeros, (zeros, zeros), *tensors)
+        return outputs, ops.sum(d_A, axis=0)
+    length = ops.shape(x)[0]
+    padding = (-length) % frames  # later zero frames: a decay of 1, no input, no gradient
+    chunks = [
+        ops.reshape(
+            ops.pad(t, [[0, padding]] + [[0, 0]] * (len(t.shape) - 1)),
+            (-1, frames) + tuple(ops.shape(t)[1:]),
+        )
+        for t in tensors
+    ]
+
+    def frame(state, inputs):
+        return _advanced(A, state, *inputs), ()
+
+    def first_states(state, inputs):
+        return _scan(frame, state, inputs)[0], state
+
+    starts = _scan(first_states, zeros, tuple(chunks[:3]))[1]
+
+    def chunk(carry, inputs):
+        return _chunk_gradients(A, inputs[0], carry, *inputs[1:])
+
+    (_, d_A), outputs = _scan(chunk, (zeros, zeros), (starts, *chunks), reverse=True)
+    outputs = tuple(ops.reshape(t, (-1,) + tuple(ops.shape(t)[2:]))[:length] for t in outputs)
     return outputs, ops.sum(d_A, axis=0)
 
 
@@ -170,16 +227,19 @@ def _outputs(A, delta, x, B, C):
     def block(*tensors):
         return (_block_outputs(A, *tensors),), 0.0
 
-    rows = FORWARD_ROWS.get(keras.backend.backend())
+    rows = _rows(FORWARD_ROWS)
     return _by_blocks(block, (delta, x, B, C), 0.0, rows)[0][0]
 
 
 @_compiled
 def _gradients(A, delta, x, B, C, dy):
     """dL/dx, dL/ddelta through the decay, dL/dB, dL/dC, dL/dA [N, E] of upstream `dy`."""
-    rows = BACKWARD_ROWS.get(keras.backend.backend())
+    rows, frames = _rows(BACKWARD_ROWS), _rows(BACKWARD_FRAMES)
     outputs, d_A = _by_blocks(
-        lambda *t: _block_gradients(A, *t), (delta, x, B, C, dy), ops.zeros_like(A), rows
+        lambda *t: _block_gradients(A, *t, frames=frames),
+        (delta, x, B, C, dy),
+        ops.zeros_like(A),
+        rows,
     )
     return outputs + (d_A,)
 

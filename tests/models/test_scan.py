@@ -1,5 +1,7 @@
 """The selective scan against the float64 numpy recurrence, its oracle."""
 
+import importlib
+
 import keras
 import numpy as np
 import pytest
@@ -74,8 +76,21 @@ def gradients(objective, args):
     return [t.grad.numpy() for t in tensors]
 
 
+# Backward layouts (batch rows per block, frames per chunk), None: whole. The default is the
+# table's choice for this backend and device; the others are set for both device kinds.
+LAYOUTS = {"default": None, "whole": (None, None), "rows 2 frames 5": (2, 5), "frames 5": (None, 5)}
+
+
+@pytest.mark.parametrize("layout", list(LAYOUTS))
 @pytest.mark.parametrize("batch", [2, 3])
-def test_scan_gradient_matches_float64_finite_differences(batch):
+def test_scan_gradient_matches_float64_finite_differences(batch, layout, monkeypatch):
+    """16 frames in chunks of 5: the last chunk is padded, as is the last block of rows."""
+    if LAYOUTS[layout]:
+        tables = importlib.import_module("exphil_keras.ops.selective_scan")  # the module
+        for kind in ("cpu", "gpu"):
+            key = (keras.backend.backend(), kind)
+            monkeypatch.setitem(tables.BACKWARD_ROWS, key, LAYOUTS[layout][0])
+            monkeypatch.setitem(tables.BACKWARD_FRAMES, key, LAYOUTS[layout][1])
     args = [a.astype("float32") for a in scan_inputs(16, None, batch)]
     weights = np.random.default_rng(2).normal(size=args[0].shape)
 
