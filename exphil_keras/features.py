@@ -467,6 +467,12 @@ def frame_delays(text: str) -> int | tuple[int, int]:
     return low if low == high else (low, high)
 
 
+def delay_text(frame_delay) -> str:
+    """A frame delay as `frame_delays` reads it: 18 -> "18", (0, 18) -> "0-18"."""
+    low, high = delay_range(frame_delay)
+    return str(low) if low == high else f"{low}-{high}"
+
+
 def usable_frames(num_frames: int, action_delay: int, frame_delay: int) -> int:
     """Rows of a perspective of a game of `num_frames` frames: those with a state and a target."""
     return max(num_frames - frame_delay - action_delay, 0)

@@ -18,7 +18,7 @@ import keras
 from keras_hub.src.utils import preset_utils
 from keras_hub.src.version import __version__ as keras_hub_version
 
-from exphil_keras import baselines, preset_files
+from exphil_keras import baselines, features, preset_files
 from exphil_keras.features import sha256_hex as sha256
 from exphil_keras.policy import PolicyModel
 
@@ -137,12 +137,14 @@ def markdown_table(names=None) -> str:
     preset's description (where its caveats live).
 
     Beside each preset, its baselines on the same validation frames (each window's last
-    position): Markov-1's loss and the main-stick accuracy of repeating the previous input.
+    position, seen at the preset's frame delay): Markov-1's loss and the main-stick accuracy of
+    repeating the previous input.
     """
     rows = [
-        "| preset | backbone | parameters | val loss | main_x acc | main_y acc | Markov-1 loss "
-        "| repeat-previous main_x / main_y acc | epochs | wall time | device | command |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| preset | backbone | parameters | frame delay | val loss | main_x acc | main_y acc "
+        "| Markov-1 loss | repeat-previous main_x / main_y acc | epochs | wall time | device "
+        "| command |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     descriptions = [""]
     for name in names if names is not None else preset_files.names():
@@ -152,7 +154,8 @@ def markdown_table(names=None) -> str:
         markov, repeat = val["baselines"]["markov1"], val["baselines"]["repeat_previous"]
         heads = val["last_position"]["heads"]
         rows.append(
-            f"| {name} | {meta['backbone']} | {meta['parameters']:,} | {val['last_loss']:.4f} "
+            f"| {name} | {meta['backbone']} | {meta['parameters']:,} "
+            f"| {features.delay_text(meta['frame_delay'])} | {val['last_loss']:.4f} "
             f"| {heads['main_x']['acc']:.4f} | {heads['main_y']['acc']:.4f} "
             f"| {markov['loss']:.4f} "
             f"| {repeat['main_x']['acc']:.4f} / {repeat['main_y']['acc']:.4f} "

@@ -221,7 +221,7 @@ class TrainConfig:
         for name in names:
             value = getattr(self, name)
             if isinstance(value, tuple | list):  # a frame delay range
-                out += [specs[name]["flag"], "-".join(map(str, value))]
+                out += [specs[name]["flag"], features.delay_text(value)]
             elif value is not None:
                 out += [specs[name]["flag"], str(value)]
         return out

@@ -33,7 +33,7 @@ def config_for(window: int = 60, action_delay: int = 1, frame_delay: int | tuple
     if (action_delay, high) == (1, 0) and window in (30, 60, 90):
         return f"w{window}"
     return SlippiWindowsConfig(
-        name=f"w{window}_a{action_delay}_f{low}" + (f"-{high}" if high > low else ""),
+        name=f"w{window}_a{action_delay}_f{features.delay_text(frame_delay)}",
         window=window,
         action_delay=action_delay,
         frame_delay=low if low == high else (low, high),
