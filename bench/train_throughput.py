@@ -64,6 +64,7 @@ def whole_or_int(text):
 
 def keras_run(backbone, args):
     """One backbone on the backend in KERAS_BACKEND: (parameters, seconds per step)."""
+    from exphil_keras.ops import device_kind
     from exphil_keras.ops.selective_scan import BACKWARD_FRAMES, BACKWARD_ROWS, FORWARD_ROWS
     from exphil_keras.policy import build_policy, example_batch
 
@@ -154,20 +155,9 @@ def torch_gru_run(args):
     return sum(p.numel() for p in model.parameters()), seconds
 
 
-def device_kind():
-    """ "gpu" when this process's backend (KERAS_BACKEND, or torch for the plain GRU) has one."""
-    if os.environ["KERAS_BACKEND"] == "torch":
-        import torch
-
-        return "gpu" if torch.cuda.is_available() else "cpu"
-    import keras
-
-    return keras.distribution.list_devices()[0].split(":")[0]
-
-
-def peak_bytes():
+def peak_bytes(kind):
     """Peak memory of this process's training: the GPU allocator's peak, else the peak RSS."""
-    backend, kind = os.environ["KERAS_BACKEND"], device_kind()
+    backend = os.environ["KERAS_BACKEND"]
     if kind == "gpu" and backend == "torch":
         import torch
 
@@ -185,6 +175,8 @@ def peak_bytes():
 
 def child(args):
     """Runs one measurement in this process and prints it as one JSON line."""
+    from exphil_keras.ops import device_kind
+
     if args.child == "torch_gru":
         parameters, seconds = torch_gru_run(args)
     else:
@@ -194,7 +186,7 @@ def child(args):
             {
                 "parameters": parameters,
                 "seconds": seconds,
-                "peak_bytes": peak_bytes(),
+                "peak_bytes": peak_bytes(device_kind()),
                 "device": device_kind(),
             }
         )

@@ -1,6 +1,19 @@
-"""One compiled entry point per backend for inference functions of a Keras layer (the step)."""
+"""One compiled entry point per backend for inference functions of a Keras layer (the step),
+and the kind of device the backend computes on (what per-device choices are keyed by)."""
+
+import functools
 
 import keras
+
+
+@functools.cache
+def device_kind() -> str:
+    """ "gpu" when the Keras backend computes on a GPU, else "cpu" (fixed for a process)."""
+    if keras.backend.backend() == "torch":
+        import torch
+
+        return "gpu" if torch.cuda.is_available() else "cpu"
+    return keras.distribution.list_devices()[0].split(":")[0]
 
 
 def compile_function(function, layer=None):

@@ -17,6 +17,8 @@ import keras
 import numpy as np
 from keras import ops
 
+from exphil_keras.ops.compiled import device_kind
+
 # Batch rows per block by (backend, device kind), measured with batch 256 x 60 frames
 # (docs/ARCHITECTURES.md, "Training throughput"); absent: the whole batch is one block, which a
 # GPU runs in parallel. Torch, eager, would multiply its per-op dispatch with small blocks (not
@@ -31,14 +33,7 @@ BACKWARD_FRAMES = {}
 
 def _rows(table):
     """The table's entry for this backend on its device kind ("cpu" or "gpu"), or None."""
-    backend = keras.backend.backend()
-    if backend == "torch":
-        import torch
-
-        kind = "gpu" if torch.cuda.is_available() else "cpu"
-    else:
-        kind = keras.distribution.list_devices()[0].split(":")[0]
-    return table.get((backend, kind))
+    return table.get((keras.backend.backend(), device_kind()))
 
 
 def _scan(step, carry, frames, reverse=False):
@@ -154,13 +149,9 @@ def _block_gradients(A, delta, x, B, C, dy, frames=None):
         (_, d_A), outputs = _chunk_gradients(A, zeros, (zeros, zeros), *tensors)
         return outputs, ops.sum(d_A, axis=0)
     length = ops.shape(x)[0]
-    padding = (-length) % frames  # later zero frames: a decay of 1, no input, no gradient
+    # Later zero frames: a decay of 1, no input, no gradient.
     chunks = [
-        ops.reshape(
-            ops.pad(t, [[0, padding]] + [[0, 0]] * (len(t.shape) - 1)),
-            (-1, frames) + tuple(ops.shape(t)[1:]),
-        )
-        for t in tensors
+        ops.reshape(_padded(t, frames), (-1, frames) + tuple(ops.shape(t)[1:])) for t in tensors
     ]
 
     def frame(state, inputs):
@@ -177,6 +168,12 @@ def _block_gradients(A, delta, x, B, C, dy, frames=None):
     (_, d_A), outputs = _scan(chunk, (zeros, zeros), (starts, *chunks), reverse=True)
     outputs = tuple(ops.reshape(t, (-1,) + tuple(ops.shape(t)[2:]))[:length] for t in outputs)
     return outputs, ops.sum(d_A, axis=0)
+
+
+def _padded(t, multiple):
+    """`t` with zeros appended along axis 0 up to a multiple of `multiple` entries."""
+    padding = (-ops.shape(t)[0]) % multiple
+    return ops.pad(t, [[0, padding]] + [[0, 0]] * (len(t.shape) - 1))
 
 
 def _to_blocks(t, rows):
@@ -199,8 +196,7 @@ def _by_blocks(function, tensors, total, rows):
     if rows is None or (keras.backend.backend() == "jax" and not isinstance(batch, int)):
         outputs, term = function(*(ops.swapaxes(t, 0, 1) for t in tensors))
         return tuple(ops.swapaxes(t, 0, 1) for t in outputs), total + term
-    padding = (-batch) % rows  # zero rows: zero states, zero outputs and gradients
-    padded = [ops.pad(t, [[0, padding]] + [[0, 0]] * (len(t.shape) - 1)) for t in tensors]
+    padded = [_padded(t, rows) for t in tensors]  # zero rows: zero states, outputs, gradients
 
     def block(total, inputs):
         outputs, term = function(*inputs)
