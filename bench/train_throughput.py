@@ -24,6 +24,7 @@ import argparse
 import json
 import os
 import resource
+import statistics
 import subprocess
 import sys
 
@@ -218,6 +219,17 @@ def measure(backend, backbone, args, scan_rows="default", scan_frames="default")
     return result
 
 
+def combined(results):
+    """One model's runs over the rounds: the median of their seconds and the highest peak; None
+    if every run failed."""
+    done = [r for r in results if r is not None]
+    if not done:
+        return None
+    seconds = statistics.median(r["seconds"] for r in done)
+    peak = max(r["peak_bytes"] for r in done)
+    return dict(done[0], seconds=seconds, peak_bytes=peak, runs=len(done))
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--backends", nargs="+", default=["tensorflow", "jax"])
@@ -245,6 +257,12 @@ def main():
     parser.add_argument("--warmup", type=int, default=2, help="untimed steps first (compiling)")
     parser.add_argument("--batch", type=int, default=256)
     parser.add_argument("--window", type=int, default=60)
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        help="measure every model this many times, round after round; each row is the median",
+    )
     parser.add_argument("--timeout", type=float, default=900, help="seconds per run at most")
     parser.add_argument("--json", help="also write every run's result to this file")
     parser.add_argument("--child", help=argparse.SUPPRESS)
@@ -254,7 +272,7 @@ def main():
         return child(args)
 
     frames = args.batch * args.window
-    runs = {("torch", "plain gru"): measure("torch", "torch_gru", args)}
+    plan = {("torch", "plain gru"): ("torch", "torch_gru", "default", "default")}
     for backend in args.backends:
         for backbone in args.backbones:
             scanning = backbone in SCANNING
@@ -262,14 +280,23 @@ def main():
                 for chunk in args.scan_frames if scanning else ["default"]:
                     label = backbone + (f" rows {rows}" if rows != "default" else "")
                     label += f" frames {chunk}" if chunk != "default" else ""
-                    runs[backend, label] = measure(backend, backbone, args, rows, chunk)
+                    plan[backend, label] = (backend, backbone, rows, chunk)
+    # Whole rounds one after another, so that a slow spell of a shared machine falls on every
+    # model of a round rather than on one model's every run.
+    rounds = [
+        {key: measure(b, m, args, r, c) for key, (b, m, r, c) in plan.items()}
+        for _ in range(args.rounds)
+    ]
+    runs = {key: combined([r[key] for r in rounds]) for key in plan}
     reference = runs["torch", "plain gru"]
     if args.json:
         with open(args.json, "w") as file:
             json.dump({f"{b} {label}": run for (b, label), run in runs.items()}, file, indent=1)
 
     device = reference and reference["device"]
-    print(f"\nbatch {args.batch} x {args.window} frames, median of {args.steps} steps, {device}")
+    medians = f"median of {args.steps} steps"
+    medians += f", then of {args.rounds} rounds" if args.rounds > 1 else ""
+    print(f"\nbatch {args.batch} x {args.window} frames, {medians}, {device}")
     header = f"{'backend':10} {'backbone':30} {'size':>9} {'params':>9} {'s/step':>7}"
     print(f"{header} {'frames/s':>9} {'peak GB':>8} {'x torch GRU':>12}")
     for (backend, label), run in runs.items():

@@ -7,9 +7,11 @@ g_t = C_t dy_t + a_{t+1} g_{t+1}, so the backward pass is one more loop over the
 the autodiff of a loop, which TensorFlow runs 90x slower than the forward under XLA.
 
 The scan is memory-bound: each frame touches a [batch, E, N] state, 1 GB over a production window.
-So the batch is cut into blocks of a few rows, and each block runs its frames with a state that
-stays in cache. The forward keeps no state; the backward recomputes one block's states, then runs
-its adjoint. The state is laid out [rows, N, E], so the per-frame sums over N run along E.
+So on a CPU the batch is cut into blocks of rows, and each block runs its frames with a state
+that stays in cache; 16 rows (1 MB at E 512, N 32) is also enough work per frame for XLA to
+split each frame's operations across the CPU's threads, which 2 rows is not. The forward keeps
+no state; the backward recomputes one block's states, then runs its adjoint. The state is laid
+out [rows, N, E], so the per-frame sums over N run along E.
 `selective_scan_ref` is the tests' float64 oracle.
 """
 
@@ -19,14 +21,14 @@ from keras import ops
 
 from exphil_keras.ops.compiled import device_kind
 
-# Batch rows per block by (backend, device kind), measured with batch 256 x 60 frames
-# (docs/ARCHITECTURES.md, "Training throughput"); absent: the whole batch is one block, which a
-# GPU runs in parallel. Torch, eager, would multiply its per-op dispatch with small blocks (not
-# measured). TensorFlow's forward is also in the exported graphs (SavedModel, ONNX), which cannot
-# hold an XLA cluster and where blocks would run op by op: one block there; its backward is
-# compiled, in blocks.
-FORWARD_ROWS = {("jax", "cpu"): 2}
-BACKWARD_ROWS = {("jax", "cpu"): 2, ("tensorflow", "cpu"): 2}
+# Batch rows per block by (backend, device kind), measured with batch 256 x 60 frames on an idle
+# machine (docs/ARCHITECTURES.md, "Training throughput"); absent, or no more rows than that in
+# the batch: the whole batch is one block, which a GPU runs in parallel. Torch, eager, would
+# multiply its per-op dispatch with small blocks (not measured). TensorFlow's forward is also in
+# the exported graphs (SavedModel, ONNX), which cannot hold an XLA cluster and where blocks would
+# run op by op: one block there; its backward is compiled, in blocks.
+FORWARD_ROWS = {("jax", "cpu"): 16}
+BACKWARD_ROWS = {("jax", "cpu"): 16, ("tensorflow", "cpu"): 2}
 # Frames per chunk of the backward (`_block_gradients`); absent: the whole window is one chunk.
 BACKWARD_FRAMES = {}
 
@@ -192,8 +194,13 @@ def _by_blocks(function, tensors, total, rows):
     over `tensors` [B, T, ...] in blocks of `rows` (None: one block): returns the outputs as
     [B, T, ...] and `total` plus every term."""
     batch = ops.shape(tensors[0])[0]
-    # A JAX export (jax2tf) has a symbolic batch size, which cannot be cut into blocks.
-    if rows is None or (keras.backend.backend() == "jax" and not isinstance(batch, int)):
+    # One block also when a block would hold the whole batch, and for a JAX export (jax2tf),
+    # whose symbolic batch size cannot be cut into blocks.
+    if isinstance(batch, int):
+        rows = None if rows is None or batch <= rows else rows
+    elif keras.backend.backend() == "jax":
+        rows = None
+    if rows is None:
         outputs, term = function(*(ops.swapaxes(t, 0, 1) for t in tensors))
         return tuple(ops.swapaxes(t, 0, 1) for t in outputs), total + term
     padded = [_padded(t, rows) for t in tensors]  # zero rows: zero states, outputs, gradients

@@ -28,12 +28,30 @@ def scan_inputs(length, dt, batch=2, inner=3, state=4, seed=0):
     )
 
 
-# Batch 5 is no multiple of the scan's block rows: the last block is padded.
+def set_block_rows(monkeypatch, table, rows):
+    """The scan's `table` entry set to `rows` for this backend on either device kind."""
+    module = importlib.import_module("exphil_keras.ops.selective_scan")  # not the function
+    for kind in ("cpu", "gpu"):
+        monkeypatch.setitem(getattr(module, table), (keras.backend.backend(), kind), rows)
+
+
+# rows: the forward's batch rows per block (None: the table's). Batch 40 and 5 are no multiple
+# of the rows (16 on a CPU under JAX, and 2): the last block is padded.
 @pytest.mark.parametrize(
-    "length, dt, batch",
-    [(60, None, 2), (60, 0.1, 2), (1024, 0.1, 2), (1024, None, 2), (200, 20.0, 2), (60, None, 5)],
+    "length, dt, batch, rows",
+    [
+        (60, None, 2, None),
+        (60, 0.1, 2, None),
+        (1024, 0.1, 2, None),
+        (1024, None, 2, None),
+        (200, 20.0, 2, None),
+        (60, None, 40, None),
+        (60, None, 5, 2),
+    ],
 )
-def test_scan_matches_float64_reference(length, dt, batch):
+def test_scan_matches_float64_reference(length, dt, batch, rows, monkeypatch):
+    if rows:
+        set_block_rows(monkeypatch, "FORWARD_ROWS", rows)
     args = scan_inputs(length, dt, batch)
     expected = selective_scan_ref(*args)
     actual = ops.convert_to_numpy(selective_scan(*(a.astype("float32") for a in args)))
@@ -86,11 +104,8 @@ LAYOUTS = {"default": None, "whole": (None, None), "rows 2 frames 5": (2, 5), "f
 def test_scan_gradient_matches_float64_finite_differences(batch, layout, monkeypatch):
     """16 frames in chunks of 5: the last chunk is padded, as is the last block of rows."""
     if LAYOUTS[layout]:
-        tables = importlib.import_module("exphil_keras.ops.selective_scan")  # the module
-        for kind in ("cpu", "gpu"):
-            key = (keras.backend.backend(), kind)
-            monkeypatch.setitem(tables.BACKWARD_ROWS, key, LAYOUTS[layout][0])
-            monkeypatch.setitem(tables.BACKWARD_FRAMES, key, LAYOUTS[layout][1])
+        set_block_rows(monkeypatch, "BACKWARD_ROWS", LAYOUTS[layout][0])
+        set_block_rows(monkeypatch, "BACKWARD_FRAMES", LAYOUTS[layout][1])
     args = [a.astype("float32") for a in scan_inputs(16, None, batch)]
     weights = np.random.default_rng(2).normal(size=args[0].shape)
 
