@@ -382,9 +382,9 @@ def playing_delay(trained, requested=None, online_delay=0) -> int:
     low, high = features.delay_range(trained)
     delay = max(low, online_delay) if requested is None else requested
     if not low <= delay <= high:
-        trained_at = f"{low}" if low == high else f"{low}-{high}"
         raise ValueError(
-            f"the policy was trained at frame delay {trained_at}; it cannot play at {delay}"
+            f"the policy was trained at frame delay {features.delay_text(trained)};"
+            f" it cannot play at {delay}"
             + (f" (Slippi's online delay {online_delay})" if online_delay else "")
         )
     return delay

@@ -464,6 +464,13 @@ def frame_delays(text: str) -> int | tuple[int, int]:
     except ValueError:
         message = f"frame delay {text!r}: a number of frames 0 or more, or LOW-HIGH"
         raise ValueError(message) from None
+    return delay_normal((low, high))
+
+
+def delay_normal(frame_delay) -> int | tuple[int, int]:
+    """A frame delay in the one form presets and dataset configs keep: a fixed delay as an int
+    (18 and (18, 18) -> 18), a range as (low, high)."""
+    low, high = delay_range(frame_delay)
     return low if low == high else (low, high)
 
 

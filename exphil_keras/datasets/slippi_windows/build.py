@@ -29,14 +29,13 @@ def config_for(window: int = 60, action_delay: int = 1, frame_delay: int | tuple
     """The shipped config's name (w30, w60, w90 with default delays), else a custom config
     (`frame_delay` an int, or a range (low, high) drawn per window). Configs are read-time
     views: they all read the same stored games."""
-    low, high = features.delay_range(frame_delay)
-    if (action_delay, high) == (1, 0) and window in (30, 60, 90):
+    if (action_delay, features.delay_range(frame_delay)[1]) == (1, 0) and window in (30, 60, 90):
         return f"w{window}"
     return SlippiWindowsConfig(
         name=f"w{window}_a{action_delay}_f{features.delay_text(frame_delay)}",
         window=window,
         action_delay=action_delay,
-        frame_delay=low if low == high else (low, high),
+        frame_delay=features.delay_normal(frame_delay),
     )
 
 
