@@ -20,7 +20,7 @@ from keras_hub.src.version import __version__ as keras_hub_version
 
 from exphil_keras import baselines, features, preset_files
 from exphil_keras.features import sha256_hex as sha256
-from exphil_keras.policy import PolicyModel
+from exphil_keras.policy import PolicyModel, example_batch
 
 SHIPPED = preset_files.SHIPPED
 names = preset_files.names
@@ -103,7 +103,8 @@ def save(
     with tempfile.TemporaryDirectory(dir=folder, prefix=".saving-") as temporary:
         temporary = Path(temporary)
         saver = preset_utils.get_preset_saver(str(temporary))
-        saver.save_backbone(model)  # config.json, model.weights.h5, a metadata.json replaced below
+        # config.json, model.weights.h5, a metadata.json replaced below
+        saver.save_backbone(_without_optimizer(model))
         for name, content in extras.items():
             if content is not None:
                 _write_json(temporary / name, content)
@@ -126,6 +127,18 @@ def save(
         if content is None:  # a stale one from an earlier save would be an unhashed file
             (folder / name).unlink(missing_ok=True)
     return metadata
+
+
+def _without_optimizer(model: PolicyModel) -> PolicyModel:
+    """`model`, or for a compiled one the same model and weights rebuilt without an optimizer:
+    a compiled model's weights file also holds the optimizer's state (Adam's two slots and an
+    EMA's copy, 3x the weights), which loading a preset never reads."""
+    if getattr(model, "optimizer", None) is None:  # never compiled, or compiled without one
+        return model
+    bare = PolicyModel.from_config(model.get_config())
+    bare(example_batch(model, 1)[0])
+    bare.set_weights(model.get_weights())
+    return bare
 
 
 def _write_json(path: Path, content) -> None:

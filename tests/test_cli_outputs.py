@@ -129,7 +129,7 @@ def test_zoo_lists_every_shipped_preset_with_its_description():
     assert done.returncode == 0, done.stderr[-3000:]
     lines = done.stdout.splitlines()
     names = zoo.names()
-    assert len(names) == 10 and len(lines) == 2 * len(names)
+    assert len(names) == 11 and len(lines) == 2 * len(names)
     assert lines[0::2] == names
     for name, line in zip(names, lines[1::2], strict=True):
         description = json.loads(_metadata_file(name).read_text())["description"]

@@ -11,6 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import h5py
 import numpy as np
 import pytest
 
@@ -208,6 +209,19 @@ def test_save_replaces_a_preset_and_leaves_no_unhashed_file(preset, tmp_path):
     assert sorted(p.name for p in preset.iterdir()) == [
         "config.json", "metadata.json", "model.weights.h5", "training.json"
     ]  # fmt: skip
+
+
+def test_a_trained_model_is_saved_without_its_optimizer_state(preset):
+    """A compiled, trained model's weights file would hold Adam's slots too (3x the weights)."""
+    model = zoo.load(preset)  # compiled
+    inputs, targets = policy.example_batch(model, 2)
+    model.train_on_batch(inputs, targets)
+    weights = model.get_weights()
+    zoo.save(model, preset, zoo.info(preset), zoo.training(preset))
+    with h5py.File(preset / "model.weights.h5") as saved:
+        assert "optimizer" not in saved and "layers" in saved
+    for saved, trained in zip(zoo.load(preset).get_weights(), weights, strict=True):
+        np.testing.assert_array_equal(saved, trained)
 
 
 def test_the_cli_names_the_file_in_one_line_and_exits_2(preset):
