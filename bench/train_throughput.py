@@ -156,9 +156,11 @@ def torch_gru_run(args):
     return sum(p.numel() for p in model.parameters()), seconds
 
 
-def peak_bytes(kind):
+def peak_bytes():
     """Peak memory of this process's training: the GPU allocator's peak, else the peak RSS."""
-    backend = os.environ["KERAS_BACKEND"]
+    from exphil_keras.ops import device_kind
+
+    backend, kind = os.environ["KERAS_BACKEND"], device_kind()
     if kind == "gpu" and backend == "torch":
         import torch
 
@@ -187,7 +189,7 @@ def child(args):
             {
                 "parameters": parameters,
                 "seconds": seconds,
-                "peak_bytes": peak_bytes(device_kind()),
+                "peak_bytes": peak_bytes(),
                 "device": device_kind(),
             }
         )

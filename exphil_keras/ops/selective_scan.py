@@ -196,11 +196,10 @@ def _by_blocks(function, tensors, total, rows):
     batch = ops.shape(tensors[0])[0]
     # One block also when a block would hold the whole batch, and for a JAX export (jax2tf),
     # whose symbolic batch size cannot be cut into blocks.
-    if isinstance(batch, int):
-        rows = None if rows is None or batch <= rows else rows
-    elif keras.backend.backend() == "jax":
-        rows = None
-    if rows is None:
+    one_block = rows is None or (
+        batch <= rows if isinstance(batch, int) else keras.backend.backend() == "jax"
+    )
+    if one_block:
         outputs, term = function(*(ops.swapaxes(t, 0, 1) for t in tensors))
         return tuple(ops.swapaxes(t, 0, 1) for t in outputs), total + term
     padded = [_padded(t, rows) for t in tensors]  # zero rows: zero states, outputs, gradients
