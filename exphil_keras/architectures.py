@@ -16,6 +16,10 @@ class Architecture:
     state: str  # what `step` carries from frame to frame
     parallel: str  # whether the windowed forward is parallel over T
     page: str  # its page under docs/
+    # TensorFlow on a CPU trains it faster as one XLA program than as a graph (Keras's "auto"
+    # never compiles there); Keras's GRU and LSTM loops run slower under XLA. Measured with
+    # bench/train_throughput.py (docs/ARCHITECTURES.md, "Training throughput").
+    xla_on_cpu: bool = True
 
 
 ARCHITECTURES = {
@@ -24,11 +28,11 @@ ARCHITECTURES = {
         Architecture("mlp", "mlp:MLPBackbone", "single frame", "O(H²)", "none", "yes", "MLP.md"),
         Architecture(
             "lstm", "lstm:LSTMBackbone", "recurrent", "O(T·H²)", "h, c per layer",
-            "no (sequential in T)", "LSTM.md",
+            "no (sequential in T)", "LSTM.md", xla_on_cpu=False,
         ),
         Architecture(
             "gru", "gru:GRUBackbone", "recurrent", "O(T·H²)", "h per layer",
-            "no (sequential in T)", "GRU.md",
+            "no (sequential in T)", "GRU.md", xla_on_cpu=False,
         ),
         Architecture(
             "attention", "attention:SlidingWindowAttentionBackbone", "sliding-window attention",

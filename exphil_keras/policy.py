@@ -21,7 +21,7 @@ from keras.src.losses.loss import scale_loss_for_distribution
 from keras_hub.src.utils import preset_utils
 
 from exphil_keras import architectures, backbones, features, preset_files
-from exphil_keras.ops import compile_function
+from exphil_keras.ops import compile_function, device_kind
 
 EMBEDDING_WIDTHS = {"action": 32, "character": 8, "stage": 4}  # one table per id kind
 HEAD_HIDDEN_SIZE = 64
@@ -333,6 +333,15 @@ class PolicyModel(keras.Model):
         }
         self.nll_trackers = {h: keras.metrics.Mean(name=f"{h}_nll") for h in features.TARGETS}
         self._compiled_step = None
+
+    def compile(self, *args, jit_compile="auto", **kwargs):
+        """Keras's `jit_compile="auto"`, except that TensorFlow on a CPU, which Keras keeps out of
+        XLA, compiles the backbones that train faster so (`Architecture.xla_on_cpu`); under
+        tf.distribute Keras still decides."""
+        on_tensorflow_cpu = keras.backend.backend() == "tensorflow" and device_kind() == "cpu"
+        if jit_compile == "auto" and on_tensorflow_cpu and self._distribute_strategy is None:
+            jit_compile = architectures.get(self.backbone_name).xla_on_cpu
+        super().compile(*args, jit_compile=jit_compile, **kwargs)
 
     def call(self, inputs, training=None, mask=None):
         """Independent heads: the functional graph. Autoregressive: the same layers, with the

@@ -26,7 +26,8 @@ from exphil_keras.ops.compiled import device_kind
 # the batch: the whole batch is one block, which a GPU runs in parallel. Torch, eager, would
 # multiply its per-op dispatch with small blocks (not measured). TensorFlow's forward is also in
 # the exported graphs (SavedModel, ONNX), which cannot hold an XLA cluster and where blocks would
-# run op by op: one block there; its backward is compiled, in blocks.
+# run op by op: one block there; its backward is compiled, in blocks. (Training a scanning model
+# on a TensorFlow CPU is one XLA program, where forward blocks of 16 rows gained nothing.)
 FORWARD_ROWS = {("jax", "cpu"): 16}
 BACKWARD_ROWS = {("jax", "cpu"): 16, ("tensorflow", "cpu"): 2}
 # Frames per chunk of the backward (`_block_gradients`); absent: the whole window is one chunk.
@@ -178,21 +179,17 @@ def _padded(t, multiple):
     return ops.pad(t, [[0, padding]] + [[0, 0]] * (len(t.shape) - 1))
 
 
-def _to_blocks(t, rows):
-    """[B, T, ...] (B a multiple of rows) -> [B / rows, T, rows, ...]: time-major blocks."""
-    return ops.swapaxes(ops.reshape(t, (-1, rows) + tuple(ops.shape(t)[1:])), 1, 2)
-
-
-def _from_blocks(t):
-    """The inverse of `_to_blocks`."""
-    t = ops.swapaxes(t, 1, 2)
-    return ops.reshape(t, (-1,) + tuple(ops.shape(t)[2:]))
-
-
 def _by_blocks(function, tensors, total, rows):
     """`function(*time-major block tensors) -> (outputs [T, rows, ...], term)` run block by block
     over `tensors` [B, T, ...] in blocks of `rows` (None: one block): returns the outputs as
-    [B, T, ...] and `total` plus every term."""
+    [B, T, ...] and `total` plus every term. A block is `rows` consecutive rows, turned
+    time-major inside the loop, where it fits in cache: the whole tensors are never transposed."""
+
+    def batch_major(*tensors):
+        """`function` of [rows, T, ...] tensors, its outputs [rows, T, ...]."""
+        outputs, term = function(*(ops.swapaxes(t, 0, 1) for t in tensors))
+        return tuple(ops.swapaxes(t, 0, 1) for t in outputs), term
+
     batch = ops.shape(tensors[0])[0]
     # One block also when a block would hold the whole batch, and for a JAX export (jax2tf),
     # whose symbolic batch size cannot be cut into blocks.
@@ -200,22 +197,24 @@ def _by_blocks(function, tensors, total, rows):
         batch <= rows if isinstance(batch, int) else keras.backend.backend() == "jax"
     )
     if one_block:
-        outputs, term = function(*(ops.swapaxes(t, 0, 1) for t in tensors))
-        return tuple(ops.swapaxes(t, 0, 1) for t in outputs), total + term
-    padded = [_padded(t, rows) for t in tensors]  # zero rows: zero states, outputs, gradients
+        outputs, term = batch_major(*tensors)
+        return outputs, total + term
+    # Zero rows: zero states, outputs, gradients. [B, T, ...] -> [B / rows, rows, T, ...].
+    blocks = [ops.reshape(_padded(t, rows), (-1, rows) + tuple(ops.shape(t)[1:])) for t in tensors]
 
     def block(total, inputs):
-        outputs, term = function(*inputs)
+        outputs, term = batch_major(*inputs)
         return total + term, outputs
 
-    total, outputs = _scan(block, total, tuple(_to_blocks(t, rows) for t in padded))
-    return tuple(_from_blocks(t)[:batch] for t in outputs), total
+    total, outputs = _scan(block, total, tuple(blocks))
+    outputs = tuple(ops.reshape(t, (-1,) + tuple(ops.shape(t)[2:]))[:batch] for t in outputs)
+    return outputs, total
 
 
 def _compiled(function):
-    """`function` compiled by XLA on TensorFlow, whose Keras trains without XLA on a CPU
-    (jit_compile "auto"), where these loops would run op by op, several times slower. JAX
-    compiles the whole training step already; torch runs eagerly."""
+    """`function` compiled by XLA on TensorFlow for a training step that is not (tf.distribute,
+    jit_compile=False), where these loops would run op by op, several times slower; inside an
+    XLA step it is inlined. JAX compiles the whole training step already; torch runs eagerly."""
     if keras.backend.backend() != "tensorflow":
         return function
     import tensorflow as tf

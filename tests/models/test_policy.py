@@ -5,7 +5,8 @@ import numpy as np
 import tensorflow as tf
 from keras import ops
 
-from exphil_keras import features
+from exphil_keras import architectures, features
+from exphil_keras.ops import device_kind
 from exphil_keras.policy import PolicyModel, build_policy, example_batch, previous_input_classes
 
 JIT = keras.backend.backend() in ("tensorflow", "jax")  # torch's jit_compile is torch.compile
@@ -50,6 +51,16 @@ def test_fit_lowers_the_loss_on_a_fixed_batch(architecture, small):
     history = model.fit(inputs, targets, batch_size=4, epochs=3, verbose=0).history
     assert history["loss"][-1] < history["loss"][0]
     assert np.all(np.isfinite(history["loss"]))
+
+
+def test_auto_compiles_on_a_tensorflow_cpu_what_trains_faster_compiled(architecture, small):
+    """Keras's "auto" keeps TensorFlow on a CPU out of XLA, and torch out of torch.compile; the
+    policy compiles on a TensorFlow CPU the backbones measured faster so. Asked, it obeys."""
+    expected = keras.backend.backend() != "torch"
+    if keras.backend.backend() == "tensorflow" and device_kind() == "cpu":
+        expected = architectures.get(architecture).xla_on_cpu
+    assert build_policy(architecture, **small).jit_compile == expected
+    assert build_policy(architecture, jit_compile=False, **small).jit_compile is False
 
 
 def test_loss_and_metrics_follow_their_definitions(small):
