@@ -2,13 +2,12 @@
 
 import gc
 import json
-import subprocess
-import sys
 import time
 
 import melee
 import numpy as np
 import pytest
+from exphil_cli import exphil
 from keras import ops
 from melee.enums import Stage, to_internal_stage
 from shared_data import REPLAYS
@@ -214,9 +213,8 @@ def test_the_agent_draws_with_its_temperature_and_seed(gru):
 
 def test_cli_play_replay_prints_latency_and_agreement(tmp_path):
     out = tmp_path / "play.json"
-    cmd = [sys.executable, "-m", "exphil_keras.cli", "play-replay", "--model", "gru_standard"]
-    cmd += ["--replay", str(REPLAYS / SHORT), "--json", str(out)]
-    done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    done = exphil("play-replay", "--model", "gru_standard", "--replay", REPLAYS / SHORT,
+                  "--json", out, timeout=600)  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
     assert "decision latency: median" in done.stdout and "p99" in done.stdout
     assert "agreement with the player's next input" in done.stdout

@@ -1,11 +1,10 @@
 """Bad input: every kind gives a clear message naming the file, and never stops a build."""
 
 import shutil
-import subprocess
-import sys
 
 import numpy as np
 import pytest
+from exphil_cli import exphil
 from shared_data import BAD_REPLAYS, REPLAYS, read_manifest
 
 from exphil_keras import features
@@ -108,8 +107,7 @@ def test_all_shared_replays_are_read_or_skipped_with_a_reason(manifest):
 
 def test_cli_names_the_problem(tmp_path):
     def run(*args):
-        cmd = [sys.executable, "-m", "exphil_keras.cli", "build-data", *args]
-        return subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+        return exphil("build-data", *args, timeout=300)
 
     missing = run("--replays", str(tmp_path / "nowhere"), "--data-dir", str(tmp_path / "d"))
     assert missing.returncode == 2 and "replay folder not found" in missing.stderr

@@ -1,11 +1,10 @@
 """`exphil bench` end to end on the dummy replays, and the docs' tables against the shipped JSON."""
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from exphil_cli import exphil
 
 from exphil_keras import architectures, train
 from exphil_keras.bench import render
@@ -20,11 +19,11 @@ def test_exphil_bench_trains_times_and_writes_every_figure(tmp_path):
     docs = tmp_path / "docs"
     docs.mkdir()
     (docs / "ARCHITECTURES.md").write_text("# Architectures\n\nProse that stays.\n")
-    cmd = [sys.executable, "-m", "exphil_keras.cli", "bench", "--data-dir", str(tmp_path / "tfds")]
+    cmd = ["bench", "--data-dir", str(tmp_path / "tfds")]
     cmd += ["--epochs", "2", "--backbones", "mlp,gru", "--hidden-size", "16", "--batch-size", "4"]
     cmd += ["--max-files", "0", "--latency-repeats", "20", "--out", str(docs / "bench")]
     cmd += ["--work-dir", str(tmp_path / "runs"), "--docs", str(docs)]
-    done = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+    done = exphil(*cmd)
     assert done.returncode == 0, done.stderr[-3000:]
     out = docs / "bench"
     for name in ("results.md", "loss_curves.png", "latency.png", "loss_vs_latency.png"):

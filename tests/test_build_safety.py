@@ -6,11 +6,11 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import time
 
 import pytest
 import tensorflow_datasets as tfds
+from exphil_cli import EXPHIL, exphil
 from shared_data import BAD_REPLAYS, REPLAYS
 
 import exphil_keras  # noqa: F401  (registers slippi_windows)
@@ -28,11 +28,6 @@ def folder(tmp_path, name, paths):
     return out
 
 
-def cli(*args, timeout=300):
-    cmd = [sys.executable, "-m", "exphil_keras.cli", *map(str, args)]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
-
-
 def shas(data_dir) -> set:
     games = tfds.builder("slippi_windows", data_dir=data_dir).info.metadata["report"]
     return {sha for split in games["games_used"].values() for sha in split}
@@ -44,7 +39,7 @@ def test_a_dataset_of_other_replays_is_refused_not_used(tmp_path):
     other = folder(tmp_path, "b", WALNUT[1:3])
     with pytest.raises(ValueError, match="added .*removed .*--overwrite"):
         build(other, data_dir)
-    done = cli("train", "--replays", other, "--data-dir", data_dir, "--output", tmp_path / "run")
+    done = exphil("train", "--replays", other, "--data-dir", data_dir, "--output", tmp_path / "run")
     assert done.returncode == 2
     assert f"{data_dir}" in done.stderr and "built from other replays" in done.stderr
     assert not (tmp_path / "run" / "preset").exists()
@@ -66,7 +61,7 @@ def test_overwrite_keeps_the_old_dataset_until_the_new_one_is_complete(tmp_path)
 def test_a_killed_build_leaves_nothing_that_loads_and_the_next_build_cleans_up(tmp_path):
     data_dir = tmp_path / "tfds"
     replays = folder(tmp_path, "a", sorted(REPLAYS.glob("*.slp"))[:60])
-    cmd = [sys.executable, "-m", "exphil_keras.cli", "build-data", "--replays", str(replays)]
+    cmd = [*EXPHIL, "build-data", "--replays", str(replays)]
     build_process = subprocess.Popen([*cmd, "--data-dir", str(data_dir)])
     parent = data_dir / "slippi_windows"
     deadline = time.monotonic() + 120
@@ -89,10 +84,10 @@ def test_two_builds_at_once_one_waits_for_none(tmp_path):
     parent.mkdir(parents=True)
     replays = folder(tmp_path, "a", WALNUT[:1])
     with _lock(parent):  # another build holds the data dir
-        done = cli("build-data", "--replays", replays, "--data-dir", data_dir)
+        done = exphil("build-data", "--replays", replays, "--data-dir", data_dir)
     assert done.returncode == 2
     assert f"another build (pid {os.getpid()}) is writing" in done.stderr
     # A lock file left by a dead build (its pid inside, no lock held) is taken over.
     (parent / "build.lock").write_text("999999")
-    assert cli("build-data", "--replays", replays, "--data-dir", data_dir).returncode == 0
+    assert exphil("build-data", "--replays", replays, "--data-dir", data_dir).returncode == 0
     shutil.rmtree(data_dir)

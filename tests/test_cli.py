@@ -4,11 +4,10 @@ errors with exit 2 (`--debug` for the traceback), and no backend start-up noise 
 import json
 import os
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from exphil_cli import exphil
 from shared_data import BAD_REPLAYS, REPLAYS
 
 from exphil_keras import features, train
@@ -17,16 +16,6 @@ from exphil_keras.datasets.slippi_windows import build
 DUMMY = Path(train.__file__).resolve().parent / "datasets" / "slippi_windows" / "dummy_data"
 TINY = ["--backbone", "gru", "--hidden-size", "16", "--batch-size", "4"]
 NOISE = re.compile(r"E0000|I0000|W0000|absl|stack backtrace")
-
-
-def exphil(*args, env=None, timeout=600):
-    return subprocess.run(
-        [sys.executable, "-m", "exphil_keras.cli", *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env=env,
-    )
 
 
 @pytest.mark.parametrize(
@@ -138,7 +127,7 @@ def test_more_epochs_train_a_finished_run_further(finished):
 
 @pytest.mark.parametrize("command", ["zoo", "eval", "build-data"])
 def test_commands_print_no_backend_start_up_lines(command, tmp_path):
-    env = {**os.environ, "RUST_BACKTRACE": "1"}
+    env = {"RUST_BACKTRACE": "1"}
     args = {
         "zoo": ["zoo"],
         "eval": ["eval", "--model", "mlp_quick", "--replays", str(DUMMY)],
@@ -175,7 +164,7 @@ def test_a_replay_is_read_and_reported_whatever_bytes_its_name_holds(tmp_path):
     folder.mkdir()
     odd = os.fsdecode(bytes(folder) + b"/g\xff\xfeame.slp")  # not UTF-8
     Path(odd).write_bytes((DUMMY / "hohav__test_replays_dash_back.slp").read_bytes())
-    env = {**os.environ, "PYTHONIOENCODING": "utf-8:strict"}
+    env = {"PYTHONIOENCODING": "utf-8:strict"}
     done = exphil("build-data", "--replays", str(folder), "--data-dir", str(tmp_path / "tfds"),
                   env=env)  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]

@@ -5,12 +5,10 @@ command in a subprocess and reads what it printed and wrote; the expected figure
 here from the replays, not taken from the command."""
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from exphil_cli import exphil
 from shared_data import REPLAYS
 
 from exphil_keras import features, zoo
@@ -19,16 +17,6 @@ DUMMY = Path(features.__file__).resolve().parent / "datasets" / "slippi_windows"
 VALIDATION_GAME = DUMMY / "project-slippi__slp_consistencyTest_YoshiVDK-Egg-13.slp"
 TWO_CPUS = {"XLA_FLAGS": "--xla_force_host_platform_device_count=2"}
 TINY = ["--backbone", "mlp", "--hidden-size", "8", "--batch-size", "4"]
-
-
-def exphil(*args, env=None, timeout=900):
-    return subprocess.run(
-        [sys.executable, "-m", "exphil_keras.cli", *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env={**os.environ, **(env or {})},
-    )
 
 
 def one_line_error(done, command) -> str:

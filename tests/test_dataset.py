@@ -2,13 +2,12 @@
 
 import resource
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import tensorflow_datasets as tfds
+from exphil_cli import exphil
 from shared_data import BAD_REPLAYS, REPLAYS
 
 import exphil_keras  # noqa: F401  (registers slippi_windows)
@@ -32,9 +31,8 @@ def _cap_memory():
 def full_build(tmp_path_factory):
     """One full build of ../shared/replays, shared by the tests of this module."""
     data_dir = tmp_path_factory.mktemp("tfds")
-    cmd = [sys.executable, "-m", "exphil_keras.cli", "build-data", "--replays", str(REPLAYS)]
-    cmd += ["--data-dir", str(data_dir), "--memory-buffer-mb", "64"]
-    done = subprocess.run(cmd, capture_output=True, text=True, timeout=900, preexec_fn=_cap_memory)
+    done = exphil("build-data", "--replays", REPLAYS, "--data-dir", data_dir,
+                  "--memory-buffer-mb", "64", preexec_fn=_cap_memory)  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
     builder = tfds.builder("slippi_windows/w60", data_dir=data_dir)
     return data_dir, builder, BuildReport(**builder.info.metadata["report"])
@@ -152,9 +150,6 @@ def test_cli_build_data_prints_the_report(tmp_path):
     for path in sorted(REPLAYS.glob("Walnut356__*.slp"))[:2]:
         shutil.copy(path, replays)
     cmd = [
-        sys.executable,
-        "-m",
-        "exphil_keras.cli",
         "build-data",
         "--replays",
         str(replays),
@@ -163,9 +158,9 @@ def test_cli_build_data_prints_the_report(tmp_path):
         "--config",
         "w30",
     ]
-    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    done = exphil(*cmd, timeout=300)
     assert done.returncode == 0, done.stderr
     assert "files read: 2, skipped: 0" in done.stdout and "frames/s" in done.stdout
     assert (tmp_path / "tfds" / "slippi_windows" / "2.0.0" / "build_report.json").exists()
-    again = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    again = exphil(*cmd, timeout=300)
     assert again.returncode == 0 and "already built" in again.stdout

@@ -8,13 +8,12 @@ returned state the same way. Stale weights, a state not fed back, a swapped head
 ignores its numbers or a wrong graph all change some head on some frame of a 388-frame game.
 """
 
-import subprocess
-import sys
 from pathlib import Path
 
 import keras
 import numpy as np
 import pytest
+from exphil_cli import exphil
 
 from exphil_keras import export, features, policy, zoo
 
@@ -22,11 +21,6 @@ DUMMY = Path(features.__file__).resolve().parent / "datasets" / "slippi_windows"
 GAME = DUMMY / "hohav__test_replays_dash_back.slp"  # 388 frames
 TOLERANCE = 1e-4
 TEMPERATURE = 0.8  # every head drawn, so a wrong draw or a head swapped shows
-
-
-def exphil(*args, timeout=900):
-    cmd = [sys.executable, "-m", "exphil_keras.cli", *args]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
 
 
 @pytest.fixture(scope="module")

@@ -14,6 +14,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
+from exphil_cli import exphil
 
 from exphil_keras import policy, zoo
 
@@ -227,11 +228,7 @@ def test_a_trained_model_is_saved_without_its_optimizer_state(preset):
 def test_the_cli_names_the_file_in_one_line_and_exits_2(preset):
     (preset / "model.weights.h5").unlink()
     os.mkfifo(preset / "model.weights.h5")
-    done = subprocess.run(
-        [sys.executable, "-m", "exphil_keras.cli", "eval", "--model", str(preset),
-         "--replays", str(DUMMY)],
-        capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
+    done = exphil("eval", "--model", preset, "--replays", DUMMY, timeout=120)
     assert done.returncode == 2, done.stderr[-2000:]
     assert done.stderr.splitlines() == [
         f"exphil eval: error: {preset / 'model.weights.h5'}: a FIFO, not a regular file; "

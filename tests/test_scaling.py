@@ -4,14 +4,13 @@
 import hashlib
 import multiprocessing
 import os
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 import tensorflow_datasets as tfds
+from exphil_cli import exphil
 from shared_data import BAD_REPLAYS, REPLAYS
 
 from exphil_keras import features, train, zoo
@@ -33,11 +32,10 @@ def data_dir(tmp_path_factory):
 
 
 def _train(data_dir, output, backend, distribute) -> dict:
-    cmd = [sys.executable, "-m", "exphil_keras.cli", "train", "--data-dir", str(data_dir)]
-    cmd += ["--backbone", "gru", "--hidden-size", "16", "--batch-size", "4", "--epochs", "2"]
-    cmd += ["--backend", backend, "--distribute", distribute, "--output", str(output)]
-    env = {**os.environ, "XLA_FLAGS": TWO_CPUS}
-    done = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
+    cmd = ["train", "--data-dir", data_dir, "--backbone", "gru", "--hidden-size", "16"]
+    cmd += ["--batch-size", "4", "--epochs", "2", "--backend", backend]
+    cmd += ["--distribute", distribute, "--output", output]
+    done = exphil(*cmd, timeout=600, env={"XLA_FLAGS": TWO_CPUS})
     assert done.returncode == 0, done.stderr[-3000:]
     return {**zoo.info(output / "preset"), "training": zoo.training(output / "preset")}
 
@@ -60,11 +58,9 @@ def test_data_parallel_on_two_devices_follows_the_one_device_run(backend, data_d
 
 
 def test_data_parallel_refuses_a_batch_that_does_not_divide(data_dir, tmp_path):
-    cmd = [sys.executable, "-m", "exphil_keras.cli", "train", "--data-dir", str(data_dir)]
-    cmd += ["--batch-size", "3", "--backend", "jax", "--distribute", "data-parallel"]
-    cmd += ["--output", str(tmp_path / "run")]
-    env = {**os.environ, "XLA_FLAGS": TWO_CPUS}
-    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
+    cmd = ["train", "--data-dir", data_dir, "--batch-size", "3", "--backend", "jax"]
+    cmd += ["--distribute", "data-parallel", "--output", tmp_path / "run"]
+    done = exphil(*cmd, timeout=300, env={"XLA_FLAGS": TWO_CPUS})
     assert done.returncode == 2 and "does not divide over 2 devices" in done.stderr
 
 

@@ -7,13 +7,13 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import keras
 import numpy as np
 import pytest
+from exphil_cli import EXPHIL, exphil
 
 from exphil_keras import evaluate, train, zoo
 from exphil_keras.datasets.slippi_windows import build
@@ -28,16 +28,6 @@ def data_dir(tmp_path_factory):
     data_dir = tmp_path_factory.mktemp("tfds")
     build(DUMMY, data_dir, "w60")
     return data_dir
-
-
-def exphil(*args, **kwargs):
-    return subprocess.run(
-        [sys.executable, "-m", "exphil_keras.cli", *args],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        **kwargs,
-    )
 
 
 @pytest.fixture(scope="module")
@@ -143,7 +133,7 @@ def test_train_cli_on_other_backends(backend, data_dir, tmp_path):
 
 def test_training_resumes_after_a_kill(data_dir, tmp_path):
     """kill -9 mid-run, even mid-write of the backup: the same command continues the run."""
-    command = [sys.executable, "-m", "exphil_keras.cli", "train", "--data-dir", str(data_dir),
+    command = [*EXPHIL, "train", "--data-dir", str(data_dir),
                *TINY, "--epochs", "30", "--output", str(tmp_path)]  # fmt: skip
     run = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     latest = tmp_path / "backup" / "latest.weights.h5"
