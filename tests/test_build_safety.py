@@ -2,20 +2,24 @@
 keeps the old dataset until the new one is complete; a killed build leaves nothing that loads;
 one build at a time per data dir."""
 
+import functools
 import os
 import shutil
 import signal
 import subprocess
 import time
 
+import exphil_cli
 import pytest
 import tensorflow_datasets as tfds
-from exphil_cli import EXPHIL, exphil
+from exphil_cli import EXPHIL
 from shared_data import BAD_REPLAYS, REPLAYS
 
 import exphil_keras  # noqa: F401  (registers slippi_windows)
 from exphil_keras.datasets.slippi_windows import build  # noqa: F401
 from exphil_keras.datasets.slippi_windows.build import _lock
+
+exphil = functools.partial(exphil_cli.exphil, timeout=300)  # this file's bound
 
 WALNUT = sorted(REPLAYS.glob("Walnut356__*.slp"))
 

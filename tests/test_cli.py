@@ -1,17 +1,20 @@
 """What a user sees from `exphil`: flags checked before any work, finished runs kept, one-line
 errors with exit 2 (`--debug` for the traceback), and no backend start-up noise on stderr."""
 
+import functools
 import json
 import os
 import re
 from pathlib import Path
 
+import exphil_cli
 import pytest
-from exphil_cli import exphil
 from shared_data import BAD_REPLAYS, REPLAYS
 
 from exphil_keras import features, train
 from exphil_keras.datasets.slippi_windows import build
+
+exphil = functools.partial(exphil_cli.exphil, timeout=600)  # this file's bound
 
 DUMMY = Path(train.__file__).resolve().parent / "datasets" / "slippi_windows" / "dummy_data"
 TINY = ["--backbone", "gru", "--hidden-size", "16", "--batch-size", "4"]
